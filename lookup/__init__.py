@@ -1,0 +1,1 @@
+"""lookup: the lean result-lookup backend that sits behind the waiting room."""

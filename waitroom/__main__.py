@@ -1,0 +1,3 @@
+from waitroom.cli import main
+
+raise SystemExit(main())
