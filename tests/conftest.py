@@ -14,6 +14,7 @@ import redis
 import redis.asyncio as aioredis
 
 from waitroom.embedded_redis import EmbeddedRedis
+from waitroom.queue import connect
 
 
 @pytest.fixture(scope="session")
@@ -52,7 +53,7 @@ def redis_sync(redis_url: str) -> Iterator[redis.Redis]:
 @pytest.fixture
 async def redis_client(redis_url: str, redis_sync: redis.Redis) -> AsyncIterator[aioredis.Redis]:
     """An asyncio client on a flushed database (redis_sync does the flush)."""
-    client = aioredis.Redis.from_url(redis_url)
+    client = connect(redis_url)
     try:
         yield client
     finally:

@@ -1,0 +1,161 @@
+"""Gateway settings: from ``WAITROOM_*`` environment variables and CLI flags.
+
+Every setting is parsed and checked once, at start, and a bad value stops the
+process with an error that names the setting, the value and what is accepted
+(``ConfigError``). The running code then reads plain typed attributes.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from waitroom.errors import ConfigError
+
+ENV_PREFIX = "WAITROOM_"
+MODES = ("production", "demo", "test")
+# Known-bad secrets: the demo's and the documentation's examples.
+DEFAULT_SECRETS = frozenset({"", "change-me", "changeme", "secret", "waitroom-demo-secret"})
+_ROOM_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,39}$")
+
+
+def _keys(value: str) -> tuple[str, ...]:
+    return tuple(part.strip() for part in value.split(",") if part.strip())
+
+
+def _bool(value: str) -> bool:
+    lowered = value.strip().lower()
+    if lowered in {"1", "true", "yes", "on"}:
+        return True
+    if lowered in {"0", "false", "no", "off"}:
+        return False
+    raise ValueError("expected one of 1/0, true/false, yes/no, on/off")
+
+
+@dataclass(frozen=True)
+class Settings:
+    """All gateway settings. Field metadata names the parser used for env values."""
+
+    mode: str = field(default="production", metadata={"help": "production, demo or test"})
+    # Newest first: the first key signs, every key verifies (rotation).
+    secret_keys: tuple[str, ...] = field(default=(), metadata={"parse": _keys})
+    backend_secret: tuple[str, ...] = field(default=(), metadata={"parse": _keys})
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    backend_url: str = "http://127.0.0.1:8081"
+    room: str = "results"
+    # Admission: people per second, concurrency cap, pass lifetime.
+    rate: float = 10.0
+    max_active: int = 500
+    pass_ttl_s: int = 600
+    # An admission counts against max_active for this long, used or not: students
+    # who never come back (no-shows) free their slot without any cleanup.
+    active_window_s: int = 60
+    ticket_ttl_s: int = 12 * 3600
+    # HTTP status of the waiting page: 200 keeps crawlers and proxies calm.
+    waiting_status: int = 200
+    cookie_secure: bool = False
+    # How often each worker re-reads the frontier (the only Redis read for waiting).
+    refresh_interval_s: float = 0.25
+    pacer_tick_s: float = 0.1
+    pacer_lease_s: float = 3.0
+    backend_connect_timeout_s: float = 2.0
+    backend_read_timeout_s: float = 10.0
+    backend_pool_size: int = 100
+    host: str = "127.0.0.1"
+    port: int = 8080
+    workers: int = 1
+    backlog: int = 2048
+    server: str = "hypercorn"
+    static_dir: str = ""
+
+    def __post_init__(self) -> None:
+        _check(self)
+
+    @property
+    def production(self) -> bool:
+        return self.mode == "production"
+
+    def replace(self, **changes: Any) -> Settings:
+        return dataclasses.replace(self, **changes)
+
+    @classmethod
+    def from_env(
+        cls, environ: Mapping[str, str] | None = None, **overrides: Any
+    ) -> Settings:
+        """Read ``WAITROOM_<FIELD>`` variables; keyword overrides (CLI flags) win."""
+        environ = os.environ if environ is None else environ
+        values: dict[str, Any] = {}
+        for spec in dataclasses.fields(cls):
+            name = ENV_PREFIX + spec.name.upper()
+            if name in environ:
+                values[spec.name] = _parse(spec, name, environ[name])
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        return cls(**values)
+
+
+def _parse(spec: dataclasses.Field[Any], name: str, raw: str) -> Any:
+    parser: Callable[[str], Any] = spec.metadata.get("parse") or {
+        "str": str,
+        "int": int,
+        "float": float,
+        "bool": _bool,
+    }.get(str(spec.type), str)
+    try:
+        return parser(raw)
+    except ValueError as exc:
+        raise ConfigError(name, raw, f"not a valid {spec.type}: {exc}") from exc
+
+
+def _check(s: Settings) -> None:
+    def need(ok: bool, setting: str, value: object, reason: str) -> None:
+        if not ok:
+            raise ConfigError(ENV_PREFIX + setting.upper(), value, reason)
+
+    need(s.mode in MODES, "mode", s.mode, f"must be one of {', '.join(MODES)}")
+    need(bool(_ROOM_RE.match(s.room)), "room", s.room, "use 1-40 of a-z, 0-9, '-', '_'")
+    need(s.rate > 0, "rate", s.rate, "admission rate must be > 0 people per second")
+    need(s.max_active >= 1, "max_active", s.max_active, "must be at least 1")
+    need(s.pass_ttl_s >= 10, "pass_ttl_s", s.pass_ttl_s, "must be at least 10 seconds")
+    need(s.active_window_s >= 5, "active_window_s", s.active_window_s,
+         "must be at least 5 seconds")
+    need(s.ticket_ttl_s >= 60, "ticket_ttl_s", s.ticket_ttl_s, "must be at least 60 seconds")
+    need(s.waiting_status in (200, 202, 429), "waiting_status", s.waiting_status,
+         "must be 200, 202 or 429")
+    need(0.02 <= s.refresh_interval_s <= 5, "refresh_interval_s", s.refresh_interval_s,
+         "must be between 0.02 and 5 seconds")
+    need(0.01 <= s.pacer_tick_s <= 1, "pacer_tick_s", s.pacer_tick_s,
+         "must be between 0.01 and 1 second")
+    need(s.pacer_lease_s >= 5 * s.pacer_tick_s, "pacer_lease_s", s.pacer_lease_s,
+         "must be at least five pacer ticks")
+    need(s.backend_connect_timeout_s > 0, "backend_connect_timeout_s",
+         s.backend_connect_timeout_s, "must be > 0")
+    need(s.backend_read_timeout_s > 0, "backend_read_timeout_s", s.backend_read_timeout_s,
+         "must be > 0")
+    need(s.backend_pool_size >= 1, "backend_pool_size", s.backend_pool_size, "must be >= 1")
+    need(1 <= s.port <= 65535, "port", s.port, "must be a TCP port, 1-65535")
+    need(1 <= s.workers <= 64, "workers", s.workers, "must be between 1 and 64")
+    need(s.backlog >= 128, "backlog", s.backlog,
+         "must be at least 128; a spike needs thousands (default 2048)")
+    need(s.server in ("hypercorn", "granian"), "server", s.server,
+         "must be hypercorn or granian")
+    need(s.redis_url.startswith(("redis://", "rediss://", "unix://")), "redis_url",
+         s.redis_url, "must start with redis://, rediss:// or unix://")
+    need(s.backend_url.startswith(("http://", "https://")), "backend_url", s.backend_url,
+         "must be an http:// or https:// URL")
+    if s.production:
+        weak = [k for k in s.secret_keys if k in DEFAULT_SECRETS or len(k) < 16]
+        need(bool(s.secret_keys) and not weak, "secret_keys", "<hidden>",
+             "production needs secret keys of at least 16 characters, none a default; "
+             "generate one with: python -c 'import secrets; print(secrets.token_urlsafe(32))'")
+        weak = [k for k in s.backend_secret if k in DEFAULT_SECRETS or len(k) < 16]
+        need(bool(s.backend_secret) and not weak, "backend_secret", "<hidden>",
+             "production needs the backend's admission secret (same as the lookup "
+             "backend's WAITROOM_BACKEND_SECRET), at least 16 characters")
+    else:
+        need(bool(s.secret_keys), "secret_keys", "", "at least one key is needed")
+        need(bool(s.backend_secret), "backend_secret", "",
+             "at least one key is needed")

@@ -1,0 +1,21 @@
+-- init.lua: create a room's state when it has none: a new room, or a Redis that
+-- came back empty. In the second case the caller passes the last seq and frontier
+-- it saw, so places already handed out stay valid and nobody is admitted early.
+--
+-- KEYS[1]  state hash
+-- ARGV[1]  seq to start from (last position issued as the caller last saw it)
+-- ARGV[2]  frontier to start from
+-- ARGV[3]  epoch (identifies this line; tickets of another epoch are not honoured)
+-- ARGV[4]  TTL of the state key, seconds
+--
+-- Returns 1 when it created the state, 0 when the state already existed.
+
+if redis.call('EXISTS', KEYS[1]) == 1 then
+  return 0
+end
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+redis.call('HSET', KEYS[1], 'seq', ARGV[1], 'frontier', ARGV[2], 'credit', '0',
+  'last_ms', now, 'epoch', ARGV[3], 'admitted', 0, 'active', 0)
+redis.call('EXPIRE', KEYS[1], ARGV[4])
+return 1

@@ -1,0 +1,192 @@
+"""The room's line in Redis: join, pace (advance the frontier), read the state.
+
+Each atomic step is one Lua script from ``waitroom/lua/``, registered once per
+client with ``register_script`` (redis-py sends EVALSHA and falls back to EVAL after
+a server restart). redis-py transport errors become ``StoreUnavailable`` so callers
+deal with one exception and the cause stays chained.
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from importlib import resources
+from typing import Any, TypeVar
+
+import redis.asyncio as aioredis
+import redis.exceptions
+
+from waitroom.config import Settings
+from waitroom.errors import StoreUnavailable
+from waitroom.keys import RoomKeys
+
+T = TypeVar("T")
+
+_TRANSPORT_ERRORS = (
+    redis.exceptions.ConnectionError,
+    redis.exceptions.TimeoutError,
+    redis.exceptions.BusyLoadingError,
+    # A server that refuses writes (maxmemory, read-only replica) is as good as down.
+    redis.exceptions.ReadOnlyError,
+    redis.exceptions.OutOfMemoryError,
+    OSError,
+)
+
+
+def connect(url: str, *, max_connections: int = 64) -> aioredis.Redis:
+    """A client whose pool waits for a free connection rather than failing.
+
+    A spike sends thousands of joins at once; a bounded pool queues them in the
+    worker instead of opening thousands of connections to Redis.
+    """
+    pool = aioredis.BlockingConnectionPool.from_url(
+        url, max_connections=max_connections, timeout=2.0,
+        socket_timeout=1.0, socket_connect_timeout=1.0, health_check_interval=10,
+    )
+    return aioredis.Redis.from_pool(pool)  # the client owns (and closes) its pool
+
+
+def _script_source(name: str) -> str:
+    return resources.files("waitroom").joinpath("lua", name).read_text(encoding="utf-8")
+
+
+@dataclass(frozen=True)
+class Joined:
+    position: int
+    frontier: int
+    admitted: bool
+    epoch: str
+
+
+@dataclass(frozen=True)
+class Tick:
+    holder: bool
+    frontier: int = 0
+    seq: int = 0
+    advanced: int = 0
+    active: int = 0
+
+
+@dataclass(frozen=True)
+class RoomState:
+    """What a worker needs to answer waiting students without asking Redis."""
+
+    seq: int
+    frontier: int
+    epoch: str
+    admitted: int
+    active: int
+    rate: float
+    max_active: int
+    paused: bool
+    mode: str
+
+    @property
+    def waiting(self) -> int:
+        return max(0, self.seq - self.frontier)
+
+
+def new_epoch() -> str:
+    return secrets.token_hex(4)
+
+
+class Queue:
+    def __init__(self, client: aioredis.Redis, settings: Settings) -> None:
+        self.client = client
+        self.settings = settings
+        self.keys = RoomKeys(settings.room)
+        self._key_ttl = str(2 * settings.ticket_ttl_s)
+        self._active_ms = str(settings.active_window_s * 1000)
+        self._join = client.register_script(_script_source("join.lua"))
+        self._advance = client.register_script(_script_source("advance.lua"))
+        self._init = client.register_script(_script_source("init.lua"))
+
+    async def _call(self, operation: str, fn: Callable[[], Awaitable[T]]) -> T:
+        try:
+            return await fn()
+        except _TRANSPORT_ERRORS as exc:
+            raise StoreUnavailable(operation, f"{type(exc).__name__}: {exc}") from exc
+
+    async def join(self) -> Joined | None:
+        """A new place in line, or None when the room has no state (call ``init``)."""
+        k = self.keys
+        reply: list[Any] = await self._call(
+            "join",
+            lambda: self._join(
+                keys=[k.state, k.active, k.config],
+                args=[self.settings.max_active, self._active_ms, self._key_ttl],
+            ),
+        )
+        if len(reply) == 1:
+            return None
+        position, frontier, admitted, epoch = reply
+        return Joined(int(position), int(frontier), bool(admitted), _text(epoch))
+
+    async def tick(self, worker_id: str) -> Tick | None:
+        """One pacer step; None when the room has no state (call ``init``)."""
+        k = self.keys
+        s = self.settings
+        reply: list[Any] = await self._call(
+            "pacer tick",
+            lambda: self._advance(
+                keys=[k.state, k.active, k.config, k.lease],
+                args=[
+                    worker_id,
+                    int(s.pacer_lease_s * 1000),
+                    s.rate,
+                    s.max_active,
+                    self._active_ms,
+                    self._key_ttl,
+                ],
+            ),
+        )
+        if reply[0] == -1:
+            return None
+        if reply[0] == 0:
+            return Tick(holder=False)
+        _, frontier, seq, advanced, active = (int(x) for x in reply)
+        return Tick(True, frontier, seq, advanced, active)
+
+    async def init(self, seq: int = 0, frontier: int = 0, epoch: str | None = None) -> bool:
+        """Create the room's state if missing; True when this call created it."""
+        created = await self._call(
+            "init",
+            lambda: self._init(
+                keys=[self.keys.state],
+                args=[seq, frontier, epoch or new_epoch(), self._key_ttl],
+            ),
+        )
+        return bool(created)
+
+    async def read(self) -> RoomState | None:
+        """The room's state in one round trip; None when Redis holds none."""
+        k = self.keys
+
+        async def fetch() -> list[Any]:
+            async with self.client.pipeline(transaction=False) as pipe:
+                pipe.hgetall(k.state)
+                pipe.hgetall(k.config)
+                result: list[Any] = await pipe.execute()
+                return result
+
+        state, config = await self._call("read state", fetch)
+        if not state:
+            return None
+        s = {_text(a): _text(b) for a, b in state.items()}
+        c = {_text(a): _text(b) for a, b in config.items()}
+        return RoomState(
+            seq=int(s.get("seq", 0)),
+            frontier=int(s.get("frontier", 0)),
+            epoch=s.get("epoch", ""),
+            admitted=int(s.get("admitted", 0)),
+            active=int(s.get("active", 0)),
+            rate=float(c.get("rate", self.settings.rate)),
+            max_active=int(c.get("max_active", self.settings.max_active)),
+            paused=c.get("paused") == "1",
+            mode=c.get("mode", "queue"),
+        )
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)

@@ -1,0 +1,184 @@
+"""Each worker's cached view of its room, refreshed a few times a second.
+
+This is what makes waiting cheap: a waiting student's status check compares the
+position in their signed ticket with the frontier held here, with no Redis round
+trip. One worker costs Redis one pipelined read per ``refresh_interval_s``
+whatever the size of the crowd.
+
+The view also pre-renders the public queue state (JSON body and ETag), so the
+lean ASGI layer answers it by copying bytes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from collections import deque
+from dataclasses import dataclass
+
+from waitroom.config import Settings
+from waitroom.errors import StoreUnavailable
+from waitroom.queue import Queue, RoomState
+
+log = logging.getLogger(__name__)
+
+# How far back the achieved admission rate is measured.
+RATE_WINDOW_S = 30.0
+# Less history than this and the configured rate is the better estimate.
+RATE_MIN_SPAN_S = 5.0
+
+
+@dataclass(frozen=True)
+class Estimate:
+    """Estimated wait for someone ``ahead`` places from the front, as a range."""
+
+    ahead: int
+    low_s: int
+    high_s: int
+
+    @property
+    def mid_s(self) -> int:
+        return (self.low_s + self.high_s) // 2
+
+
+class RoomView:
+    def __init__(self, queue: Queue, settings: Settings) -> None:
+        self.queue = queue
+        self.settings = settings
+        self.state: RoomState | None = None
+        self.healthy = False
+        self.updated_at = 0.0  # wall clock of the last successful read
+        self._samples: deque[tuple[float, int, int]] = deque()  # (monotonic, admitted, waiting)
+        self.state_body = b"{}"
+        self.state_etag = '"0"'
+        self._outage_logged = False
+
+    # -- refreshing -------------------------------------------------------------
+
+    async def refresh(self) -> RoomState | None:
+        try:
+            state = await self.queue.read()
+            if state is None:
+                await self.restore()
+                state = await self.queue.read()
+        except StoreUnavailable as exc:
+            self.healthy = False
+            if not self._outage_logged:
+                log.warning("waitroom: %s; serving last known state", exc)
+                self._outage_logged = True
+            return self.state
+        if state is None:  # pragma: no cover - init just ran; only a racing FLUSHALL
+            return self.state
+        if self._outage_logged:
+            log.warning("waitroom: redis reachable again")
+            self._outage_logged = False
+        self._observe(state)
+        return state
+
+    async def restore(self) -> None:
+        """Recreate the room's state in an empty Redis from what this worker last saw.
+
+        Places already handed out keep their meaning (same epoch, same positions),
+        and the frontier does not jump, so nobody is admitted early or stranded.
+        """
+        last = self.state
+        if last is None:
+            created = await self.queue.init()
+        else:
+            created = await self.queue.init(last.seq, last.frontier, last.epoch)
+        if created and last is not None:
+            log.warning(
+                "waitroom: room %r had no state in redis; restored seq=%d frontier=%d",
+                self.settings.room, last.seq, last.frontier,
+            )
+
+    def _observe(self, state: RoomState) -> None:
+        now = time.monotonic()
+        if self.state is not None and state.epoch != self.state.epoch:
+            self._samples.clear()
+        self.state = state
+        self.healthy = True
+        self.updated_at = time.time()
+        self._samples.append((now, state.admitted, state.waiting))
+        while self._samples and now - self._samples[0][0] > RATE_WINDOW_S:
+            self._samples.popleft()
+        self._render_public_state()
+
+    async def run(self) -> None:
+        """Refresh forever (until cancelled)."""
+        while True:
+            await self.refresh()
+            await asyncio.sleep(self.settings.refresh_interval_s)
+
+    # -- estimates --------------------------------------------------------------
+
+    def capacity_rate(self) -> float:
+        """The admission rate the room can sustain: the rate, or the cap's turnover."""
+        s = self.state
+        rate = s.rate if s else self.settings.rate
+        cap = s.max_active if s else self.settings.max_active
+        return min(rate, cap / self.settings.active_window_s)
+
+    def admission_rate(self) -> float:
+        """People per second that the line moves at now, for estimates.
+
+        The achieved rate over the last half minute while people were waiting, else
+        what the room can sustain; zero while admission is paused.
+        """
+        s = self.state
+        if s is not None and (s.paused or s.mode == "queue-all"):
+            return 0.0
+        capacity = self.capacity_rate()
+        if len(self._samples) >= 2:
+            t0, admitted0, waiting0 = self._samples[0]
+            t1, admitted1, _ = self._samples[-1]
+            span = t1 - t0
+            # Only a window with a line throughout says how fast the line moves;
+            # an idle room admits at the arrival rate, which says nothing.
+            if span >= RATE_MIN_SPAN_S and waiting0 > 0:
+                return min((admitted1 - admitted0) / span, capacity * 1.05)
+        return capacity
+
+    def estimate(self, position: int) -> Estimate | None:
+        """Wait estimate for ``position``; None while admission is paused."""
+        frontier = self.state.frontier if self.state else 0
+        ahead = max(0, position - frontier - 1)
+        rate = self.admission_rate()
+        if rate <= 0:
+            return None
+        expected = (ahead + 1) / rate
+        # The pacer ticks a few times a second and the view lags one refresh: the
+        # low end cannot beat that; the high end leaves room for a slower backend.
+        low = max(0.0, expected * 0.9 - self.settings.refresh_interval_s)
+        high = expected * 1.2 + self.settings.refresh_interval_s + self.settings.pacer_tick_s
+        return Estimate(ahead, int(low), max(1, int(high + 0.999)))
+
+    def poll_interval(self, ahead: int) -> float:
+        """Seconds until this student should ask again, before jitter.
+
+        Far from the front: rarely (up to a minute); near it: every couple of
+        seconds, so nobody loses time at the front while the crowd's polls stay few.
+        """
+        rate = self.admission_rate() or self.capacity_rate()
+        seconds_to_front = ahead / max(rate, 0.001)
+        return min(60.0, max(2.0, seconds_to_front / 4))
+
+    # -- public state -----------------------------------------------------------
+
+    def _render_public_state(self) -> None:
+        s = self.state
+        assert s is not None
+        rate = round(self.admission_rate(), 3)
+        body = {
+            "room": self.settings.room,
+            "epoch": s.epoch,
+            "frontier": s.frontier,
+            "last_position": s.seq,
+            "waiting": s.waiting,
+            "rate": rate,
+            "paused": s.paused or s.mode == "queue-all",
+        }
+        self.state_body = json.dumps(body, separators=(",", ":")).encode()
+        self.state_etag = f'"{s.epoch}-{s.frontier}-{s.seq}-{rate}"'
