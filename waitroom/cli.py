@@ -3,10 +3,29 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
+from typing import Any
 
+from waitroom.config import Settings
 from waitroom.errors import WaitroomError
+
+# Flags of `waitroom serve`: each maps to the Settings field of the same name.
+_SERVE_FLAGS: tuple[tuple[str, type, str], ...] = (
+    ("--host", str, "address to listen on"),
+    ("--port", int, "port to listen on"),
+    ("--workers", int, "worker processes"),
+    ("--backlog", int, "listen backlog (default 2048: a result-day spike needs thousands)"),
+    ("--server", str, "hypercorn (default) or granian"),
+    ("--redis-url", str, "Redis URL (redis://, rediss:// or unix://)"),
+    ("--backend-url", str, "lookup backend base URL"),
+    ("--room", str, "room name"),
+    ("--rate", float, "admissions per second"),
+    ("--max-active", int, "most admissions counted as active at once"),
+    ("--pass-ttl-s", int, "lifetime of an admission pass, seconds"),
+    ("--mode", str, "production (default), demo or test"),
+)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -16,10 +35,67 @@ def build_parser() -> argparse.ArgumentParser:
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
+    serve = commands.add_parser(
+        "serve",
+        help="run the gateway",
+        description="Run the gateway. Every flag may also be given as WAITROOM_<FLAG> "
+        "(for example WAITROOM_RATE=50); secrets only as variables: "
+        "WAITROOM_SECRET_KEYS and WAITROOM_BACKEND_SECRET (comma-separated, newest first).",
+    )
+    for flag, kind, text in _SERVE_FLAGS:
+        serve.add_argument(flag, type=kind, help=text)
+    serve.set_defaults(run=_serve)
+
+    demo = commands.add_parser(
+        "demo",
+        help="run Redis, the lookup backend and the gateway with sample results",
+    )
+    demo.add_argument("--port", type=int, default=8080, help="gateway port (default 8080)")
+    demo.add_argument("--students", type=int, default=100_000, help="sample candidates")
+    demo.add_argument(
+        "--rate",
+        type=float,
+        default=2.0,
+        help="admissions per second (default 2, so the line is visible)",
+    )
+    demo.add_argument("--data-dir", default="data", help="where the sample data is kept")
+    demo.set_defaults(run=_demo)
+
     from lookup import cli as lookup_cli
 
     lookup_cli.register(commands)
     return parser
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from waitroom import server
+
+    overrides: dict[str, Any] = {}
+    for flag, _, _ in _SERVE_FLAGS:
+        name = flag.lstrip("-").replace("-", "_")
+        overrides[name] = getattr(args, name)
+    settings = Settings.from_env(**overrides)  # validates; raises ConfigError
+    os.environ.update(settings.to_env())  # the workers build their app from these
+    print(
+        f"waitroom: gateway on http://{settings.host}:{settings.port} "
+        f"({settings.server}, {settings.workers} worker(s), room {settings.room!r}, "
+        f"{settings.rate:g}/s)",
+        file=sys.stderr,
+    )
+    return server.run(
+        "waitroom.asgi:app",
+        host=settings.host,
+        port=settings.port,
+        workers=settings.workers,
+        backlog=settings.backlog,
+        server=settings.server,
+    )
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from waitroom import demo
+
+    return demo.run(port=args.port, students=args.students, rate=args.rate, data_dir=args.data_dir)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -33,3 +109,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         return 130
     return result
+
+
+__all__ = ["build_parser", "main"]

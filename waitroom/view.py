@@ -91,7 +91,9 @@ class RoomView:
         if created and last is not None:
             log.warning(
                 "waitroom: room %r had no state in redis; restored seq=%d frontier=%d",
-                self.settings.room, last.seq, last.frontier,
+                self.settings.room,
+                last.seq,
+                last.frontier,
             )
 
     def _observe(self, state: RoomState) -> None:

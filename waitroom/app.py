@@ -1,0 +1,371 @@
+"""The gateway's Quart app: the pages, the line's entry and forwarding.
+
+``create_app(settings)`` builds one app with its own services (Redis client, queue,
+cached view, pacer, forwarder); they are opened and closed in ``while_serving``.
+The lean layer (``fastpath``) is installed as ``app.asgi_app`` middleware, so the
+Quart object itself is the complete ASGI application.
+
+Every route ends in a page or a JSON answer that a student can act on: Redis or
+backend faults become calm 503s with Retry-After, bad cookies a new place with a
+note that says why, and anything unforeseen the same calm page (never a 500).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+
+import redis.asyncio as aioredis
+from quart import Quart, Response, render_template, request
+from werkzeug.exceptions import HTTPException
+
+from waitroom.assets import Assets
+from waitroom.config import Settings
+from waitroom.errors import BackendUnavailable, StoreUnavailable
+from waitroom.fastpath import FastPath
+from waitroom.forward import Forwarder
+from waitroom.i18n import LANGUAGE_NAMES, LANGUAGES, MESSAGES, pick_language
+from waitroom.pacer import Pacer
+from waitroom.queue import Queue, connect
+from waitroom.standing import Standing, standing
+from waitroom.tickets import PASS_COOKIE, TICKET_COOKIE, Ticket, TicketRejected, TicketSigner
+from waitroom.view import RoomView
+
+log = logging.getLogger(__name__)
+
+LANG_COOKIE = "wr_lang"
+MAX_BODY = 16 * 1024
+# The routes that reach the lookup backend once admitted.
+FORWARDED = {("GET", "/"), ("POST", "/result"), ("POST", "/api/result")}
+SECURITY_HEADERS = {
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "same-origin",
+    "X-Frame-Options": "DENY",
+    "Content-Security-Policy": "default-src 'self'; img-src 'self' data:; "
+    "style-src 'self' 'unsafe-inline'; frame-ancestors 'none'; form-action 'self'",
+}
+
+
+@dataclass
+class Services:
+    settings: Settings
+    redis: aioredis.Redis
+    queue: Queue
+    view: RoomView
+    pacer: Pacer
+    signer: TicketSigner
+    assets: Assets
+    forwarder: Forwarder
+
+    @classmethod
+    def build(cls, settings: Settings) -> Services:
+        client = connect(settings.redis_url)
+        queue = Queue(client, settings)
+        view = RoomView(queue, settings)
+        return cls(
+            settings=settings,
+            redis=client,
+            queue=queue,
+            view=view,
+            pacer=Pacer(queue, view, settings),
+            signer=TicketSigner(settings),
+            assets=Assets(settings.static_dir or None),
+            forwarder=Forwarder(settings),
+        )
+
+
+def create_app(settings: Settings | None = None) -> Quart:
+    settings = settings or Settings.from_env()
+    app = Quart(__name__, static_folder=None)
+    app.config["MAX_CONTENT_LENGTH"] = MAX_BODY
+    services = Services.build(settings)
+    app.extensions["waitroom"] = services
+    app.asgi_app = FastPath(  # type: ignore[method-assign,assignment]
+        app.asgi_app,  # type: ignore[arg-type]
+        services.view,
+        services.signer,
+        services.assets,
+    )
+
+    @app.while_serving  # type: ignore[type-var]
+    async def lifespan() -> AsyncIterator[None]:
+        await services.forwarder.start()
+        await services.view.refresh()
+        tasks = [
+            asyncio.create_task(services.view.run(), name="waitroom-view"),
+            asyncio.create_task(services.pacer.run(), name="waitroom-pacer"),
+        ]
+        try:
+            yield
+        finally:
+            for task in tasks:
+                task.cancel()
+            for task in tasks:
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+            await services.forwarder.close()
+            await services.redis.aclose()
+
+    app.add_template_filter(_clock, "clock")
+
+    @app.context_processor
+    def template_globals() -> dict[str, Any]:
+        lang = _language()
+        return {
+            "lang": lang,
+            "t": MESSAGES[lang],
+            "other_lang": next(code for code in LANGUAGES if code != lang),
+            "language_names": LANGUAGE_NAMES,
+            "asset": services.assets.url,
+        }
+
+    @app.after_request
+    async def headers(response: Response) -> Response:
+        for name, value in SECURITY_HEADERS.items():
+            response.headers.setdefault(name, value)
+        query_lang = request.args.get("lang")
+        if query_lang in LANGUAGES:
+            response.set_cookie(
+                LANG_COOKIE,
+                query_lang,
+                max_age=365 * 86400,
+                samesite="Lax",
+                secure=settings.cookie_secure,
+            )
+        return response
+
+    @app.route("/", methods=["GET"])
+    async def entry() -> Response:
+        return await _admit_then_forward(services)
+
+    @app.route("/result", methods=["POST"])
+    @app.route("/api/result", methods=["POST"])
+    async def result() -> Response:
+        return await _admit_then_forward(services)
+
+    @app.route("/status", methods=["GET"])
+    async def status() -> Response:
+        return await _admit_then_forward(services, json_only=True, forward=False)
+
+    @app.route("/healthz")
+    async def healthz() -> Response:
+        return Response("ok\n", content_type="text/plain")
+
+    @app.route("/readyz")
+    async def readyz() -> Response:
+        view = services.view
+        ready = view.healthy and view.state is not None
+        body = {"ready": ready, "redis": view.healthy, "pacer": services.pacer.holder}
+        return _json(body, 200 if ready else 503)
+
+    @app.errorhandler(HTTPException)
+    async def http_error(exc: HTTPException) -> Response:
+        code = exc.code or 400
+        if _wants_json():
+            return _json({"error": exc.name, "detail": exc.description}, code)
+        return await _message_page(
+            "title_bad_request", "not_found" if code == 404 else None, code, detail=exc.description
+        )
+
+    @app.errorhandler(Exception)
+    async def unexpected(exc: Exception) -> Response:
+        # The last line of defence: log it for us, a calm retry page for the student.
+        log.exception("waitroom: unexpected error on %s %s", request.method, request.path)
+        if _wants_json():
+            return _json({"state": "unavailable", "retry_after_s": 5}, 503, {"Retry-After": "5"})
+        return await _message_page("title_unavailable", "unavailable", 503, retry_s=5)
+
+    return app
+
+
+# -- the line's entry ------------------------------------------------------------
+
+
+async def _admit_then_forward(
+    services: Services, *, json_only: bool = False, forward: bool = True
+) -> Response:
+    """Pass → forward; ticket at the front → pass, forward; ticket → standing; else join."""
+    signer = services.signer
+    as_json = json_only or _wants_json()
+    notice: str | None = None
+
+    pass_token = request.cookies.get(PASS_COOKIE)
+    if pass_token:
+        try:
+            admission = signer.read_pass(pass_token)
+        except TicketRejected as exc:
+            notice = "pass_expired" if exc.reason == "expired" else f"rejected_{exc.reason}"
+        else:
+            if not forward:
+                return _json({"state": "admitted", "retry_after_s": 0}, 200)
+            return await _forward(services, admission.id)
+
+    state = services.view.state
+    ticket_token = request.cookies.get(TICKET_COOKIE)
+    if ticket_token:
+        try:
+            ticket = signer.read_ticket(ticket_token, state.epoch if state else None)
+        except TicketRejected as exc:
+            notice = notice or f"rejected_{exc.reason}"
+        else:
+            now = standing(ticket, services.view)
+            if now.ready and forward:
+                return await _admit(services, ticket, as_json)
+            return await _waiting(services, ticket, now, as_json, notice)
+
+    try:
+        joined = await services.queue.join()
+        if joined is None:
+            await services.view.restore()
+            joined = await services.queue.join()
+    except StoreUnavailable as exc:
+        log.warning("waitroom: %s; new arrival asked to retry", exc)
+        joined = None
+    if joined is None:
+        if as_json:
+            return _json({"state": "unavailable", "retry_after_s": 10}, 503, {"Retry-After": "10"})
+        return await _message_page("title_unavailable", "unavailable", 503, retry_s=10)
+
+    ticket, token = signer.issue_ticket(joined.position, joined.epoch, joined.frontier)
+    if joined.admitted and forward:
+        return await _admit(services, ticket, as_json)
+    now = standing(ticket, services.view)
+    response = await _waiting(services, ticket, now, as_json, notice)
+    _set_cookie(response, TICKET_COOKIE, token, services.settings.ticket_ttl_s, services)
+    response.delete_cookie(PASS_COOKIE)
+    return response
+
+
+async def _admit(services: Services, ticket: Ticket, as_json: bool) -> Response:
+    """Trade an admitted ticket for a pass, then forward this very request."""
+    admission, token = services.signer.issue_pass(ticket.id, ticket.epoch)
+    response = await _forward(services, admission.id)
+    _set_cookie(response, PASS_COOKIE, token, services.settings.pass_ttl_s, services)
+    # The ticket is spent: when the pass expires the student joins at the back.
+    response.delete_cookie(TICKET_COOKIE)
+    return response
+
+
+async def _forward(services: Services, pass_id: str) -> Response:
+    method, path = request.method, request.path
+    if (method, path) not in FORWARDED:
+        return _json({"error": "not found"}, 404)
+    body = await request.get_data(cache=True, as_text=False, parse_form_data=False)
+    try:
+        answer = await services.forwarder.forward(
+            method, path, dict(request.headers), body, pass_id
+        )
+    except BackendUnavailable as exc:
+        log.warning("waitroom: %s", exc)
+        if _wants_json():
+            return _json({"state": "busy", "retry_after_s": 5}, 503, {"Retry-After": "5"})
+        form = await request.form if method == "POST" else {}
+        return await _message_page(
+            "title_busy", "busy", 503, retry_s=5, resubmit=dict(form), action=path
+        )
+    return Response(answer.body, status=answer.status, headers=answer.headers)
+
+
+async def _waiting(
+    services: Services, ticket: Ticket, now: Standing, as_json: bool, notice: str | None
+) -> Response:
+    headers = {"Retry-After": str(now.retry_after_s), "Cache-Control": "no-store"}
+    if as_json:
+        body = now.as_json()
+        if notice:
+            body["notice"] = notice
+        return _json(body, 200 if now.ready else 202, headers)
+    span = max(1, ticket.position - ticket.joined_frontier)
+    done = min(span, max(0, span - now.ahead - 1)) if not now.ready else span
+    html = await render_template(
+        "progress.html",
+        standing=now,
+        ticket=ticket,
+        notice=notice,
+        progress_max=span,
+        progress_value=done,
+        stale=now.stale,
+        paused=now.paused,
+    )
+    status = 200 if now.ready else services.settings.waiting_status
+    return Response(html, status=status, headers=headers, content_type="text/html")
+
+
+# -- helpers ---------------------------------------------------------------------
+
+
+def _clock(timestamp: float) -> str:
+    return time.strftime("%H:%M:%S", time.localtime(timestamp)) if timestamp else "–"
+
+
+def _language() -> str:
+    return pick_language(
+        request.args.get("lang"),
+        request.cookies.get(LANG_COOKIE),
+        request.headers.get("Accept-Language"),
+    )
+
+
+def _wants_json() -> bool:
+    accept = request.headers.get("Accept", "")
+    return request.path.startswith(("/api/", "/status")) or (
+        "application/json" in accept and "text/html" not in accept
+    )
+
+
+def _json(body: dict[str, Any], status: int, headers: dict[str, str] | None = None) -> Response:
+    response = Response(_dumps(body), status=status, content_type="application/json")
+    response.headers["Cache-Control"] = "no-store"
+    for name, value in (headers or {}).items():
+        response.headers[name] = value
+    return response
+
+
+def _dumps(body: dict[str, Any]) -> str:
+    return json.dumps(body, separators=(",", ":"), ensure_ascii=False)
+
+
+def _set_cookie(
+    response: Response, name: str, value: str, max_age: int, services: Services
+) -> None:
+    response.set_cookie(
+        name,
+        value,
+        max_age=max_age,
+        httponly=True,
+        samesite="Lax",
+        secure=services.settings.cookie_secure,
+        path="/",
+    )
+
+
+async def _message_page(
+    title: str,
+    message: str | None,
+    status: int,
+    *,
+    retry_s: int | None = None,
+    detail: str | None = None,
+    resubmit: dict[str, str] | None = None,
+    action: str | None = None,
+) -> Response:
+    html = await render_template(
+        "message.html",
+        title_key=title,
+        message_key=message,
+        retry_s=retry_s,
+        detail=detail,
+        resubmit=resubmit or {},
+        action=action,
+    )
+    response = Response(html, status=status, content_type="text/html")
+    response.headers["Cache-Control"] = "no-store"
+    if retry_s is not None:
+        response.headers["Retry-After"] = str(retry_s)
+    return response

@@ -1,0 +1,53 @@
+"""Static files with content-hashed names, held in memory.
+
+``progress.css`` is served as ``progress.<hash>.css`` with a year of caching: a new
+release changes the hash, so browsers and CDNs never mix old and new assets.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import mimetypes
+from dataclasses import dataclass
+from pathlib import Path
+
+from waitroom.errors import ConfigError
+
+IMMUTABLE = b"public, max-age=31536000, immutable"
+
+
+@dataclass(frozen=True)
+class Asset:
+    body: bytes
+    content_type: bytes
+    etag: bytes
+
+
+def default_static_dir() -> Path:
+    packaged = Path(__file__).parent / "static"  # wheel installs
+    if packaged.is_dir():
+        return packaged
+    return Path(__file__).resolve().parent.parent / "static"  # source checkout
+
+
+class Assets:
+    def __init__(self, directory: str | Path | None = None) -> None:
+        root = Path(directory) if directory else default_static_dir()
+        if not root.is_dir():
+            raise ConfigError("WAITROOM_STATIC_DIR", str(root), "not a directory")
+        self.urls: dict[str, str] = {}
+        self.files: dict[str, Asset] = {}
+        for path in sorted(root.iterdir()):
+            if not path.is_file() or path.name.startswith("."):
+                continue
+            body = path.read_bytes()
+            digest = hashlib.sha256(body).hexdigest()[:10]
+            hashed = f"{path.stem}.{digest}{path.suffix}"
+            ctype = mimetypes.guess_type(path.name)[0] or "application/octet-stream"
+            if ctype.startswith("text/") or ctype.endswith("javascript"):
+                ctype += "; charset=utf-8"
+            self.urls[path.name] = f"/static/{hashed}"
+            self.files[hashed] = Asset(body, ctype.encode(), f'"{digest}"'.encode())
+
+    def url(self, name: str) -> str:
+        return self.urls[name]

@@ -1,0 +1,132 @@
+"""Signed cookies: the queue ticket (a place in line) and the admission pass.
+
+Like Quart's session cookies: ``URLSafeTimedSerializer`` with a salt of its own per
+kind and a list of keys for rotation (the first configured key signs, all verify).
+A ticket carries everything needed to answer a waiting student without Redis:
+room, position, join time, id and the line's epoch.
+
+Expiry is checked here rather than by itsdangerous, because itsdangerous rejects a
+timestamp from the future as expired: a pass signed by a gateway whose clock runs
+two seconds ahead would bounce on every other node. A bounded skew is tolerated.
+"""
+
+from __future__ import annotations
+
+import secrets
+import time
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from itsdangerous import BadData, BadSignature, URLSafeTimedSerializer
+
+from waitroom.config import Settings
+
+TICKET_COOKIE = "wr_ticket"
+PASS_COOKIE = "wr_pass"  # noqa: S105 - a cookie name, not a secret
+# Gateways whose clocks disagree by less than this still honour each other's cookies.
+CLOCK_SKEW_S = 30
+
+Reason = Literal["garbled", "tampered", "foreign", "expired"]
+
+
+class TicketRejected(Exception):
+    """A cookie that cannot be honoured; ``reason`` picks the page the student sees."""
+
+    def __init__(self, kind: str, reason: Reason, detail: str = "") -> None:
+        self.kind = kind
+        self.reason = reason
+        super().__init__(f"{kind} rejected ({reason}){': ' + detail if detail else ''}")
+
+
+@dataclass(frozen=True)
+class Ticket:
+    room: str
+    position: int
+    joined_at: int  # unix seconds
+    id: str
+    epoch: str
+    # Where the frontier stood at join: the start of this student's progress bar.
+    joined_frontier: int
+
+
+@dataclass(frozen=True)
+class Pass:
+    room: str
+    id: str
+    epoch: str
+    issued_at: int  # unix seconds
+
+
+class TicketSigner:
+    def __init__(self, settings: Settings) -> None:
+        self.room = settings.room
+        self.ticket_ttl_s = settings.ticket_ttl_s
+        self.pass_ttl_s = settings.pass_ttl_s
+        # itsdangerous signs with the last key of the list; settings list newest first.
+        keys = list(reversed(settings.secret_keys))
+        self._tickets = URLSafeTimedSerializer(keys, salt="waitroom.ticket")
+        self._passes = URLSafeTimedSerializer(keys, salt="waitroom.pass")
+
+    def issue_ticket(self, position: int, epoch: str, frontier: int) -> tuple[Ticket, str]:
+        ticket = Ticket(
+            self.room, position, int(time.time()), secrets.token_urlsafe(9), epoch, frontier
+        )
+        token = self._tickets.dumps([ticket.room, position, ticket.id, epoch, frontier])
+        return ticket, token
+
+    def read_ticket(self, token: str, epoch: str | None = None) -> Ticket:
+        payload, signed_at = self._load(self._tickets, "ticket", token, self.ticket_ttl_s)
+        try:
+            room, position, ticket_id, ticket_epoch, frontier = payload
+            ticket = Ticket(
+                str(room),
+                int(position),
+                signed_at,
+                str(ticket_id),
+                str(ticket_epoch),
+                int(frontier),
+            )
+        except (TypeError, ValueError) as exc:
+            raise TicketRejected("ticket", "garbled", "unexpected payload") from exc
+        self._check_room("ticket", ticket.room, ticket.epoch, epoch)
+        return ticket
+
+    def issue_pass(self, ticket_id: str, epoch: str) -> tuple[Pass, str]:
+        admission = Pass(self.room, ticket_id, epoch, int(time.time()))
+        return admission, self._passes.dumps([self.room, ticket_id, epoch])
+
+    def read_pass(self, token: str) -> Pass:
+        # A pass outlives a Redis reset: it proves admission, whatever the epoch now.
+        payload, signed_at = self._load(self._passes, "pass", token, self.pass_ttl_s)
+        try:
+            room, pass_id, epoch = payload
+            admission = Pass(str(room), str(pass_id), str(epoch), signed_at)
+        except (TypeError, ValueError) as exc:
+            raise TicketRejected("pass", "garbled", "unexpected payload") from exc
+        self._check_room("pass", admission.room, admission.epoch, None)
+        return admission
+
+    def _load(
+        self, serializer: URLSafeTimedSerializer, kind: str, token: str, ttl_s: int
+    ) -> tuple[Any, int]:
+        try:
+            payload, signed = serializer.loads(token, return_timestamp=True)
+        except BadSignature as exc:
+            # A readable payload with a wrong signature was altered or signed elsewhere.
+            reason: Reason = "tampered" if exc.payload is not None else "garbled"
+            raise TicketRejected(kind, reason) from exc
+        except BadData as exc:
+            raise TicketRejected(kind, "garbled") from exc
+        signed_at = int(signed.timestamp())
+        age = time.time() - signed_at
+        if age < -CLOCK_SKEW_S:
+            raise TicketRejected(kind, "tampered", "signed in the future")
+        if age > ttl_s:
+            raise TicketRejected(kind, "expired", f"{int(age)} s old, lifetime {ttl_s} s")
+        return payload, signed_at
+
+    def _check_room(self, kind: str, room: str, epoch: str, current: str | None) -> None:
+        if room != self.room:
+            raise TicketRejected(kind, "foreign", f"for room {room!r}")
+        if current is not None and epoch != current:
+            raise TicketRejected(kind, "foreign", f"from line {epoch!r}, now {current!r}")
