@@ -14,9 +14,9 @@ import aiohttp
 import pytest
 import redis.asyncio as aioredis
 from itsdangerous import TimestampSigner, URLSafeTimedSerializer
-from lookup.app import create_app as create_backend
 
 from lookup import importer, sample
+from lookup.app import create_app as create_backend
 from tests.gateway_support import BACKEND_KEYS, TEST_KEYS, make_settings
 from tests.servers import Server, free_port, serving
 from waitroom.app import create_app
@@ -433,3 +433,14 @@ def test_production_refuses_a_default_secret() -> None:
         )
     with pytest.raises(ConfigError, match="WAITROOM_MAX_ACTIVE='lots'"):
         Settings.from_env({"WAITROOM_MAX_ACTIVE": "lots"})
+
+
+async def test_admitted_json_client_gets_json_and_a_pass(gateway: GatewayFactory) -> None:
+    async with gateway(rate=50.0) as gw, student() as s:
+        await wait_for_credit(gw.url)
+        code, body = await join(s, gw.url)
+        assert code == 200 and body["state"] == "admitted"
+        assert body["result_url"] == "/api/result"
+        assert PASS_COOKIE in {c.key for c in s.cookie_jar}
+        again = await status(s, gw.url)
+        assert again["state"] == "admitted"

@@ -202,8 +202,8 @@ async def _admit_then_forward(
         except TicketRejected as exc:
             notice = "pass_expired" if exc.reason == "expired" else f"rejected_{exc.reason}"
         else:
-            if not forward:
-                return _json({"state": "admitted", "retry_after_s": 0}, 200)
+            if not forward or (as_json and request.method == "GET"):
+                return _admitted_json()
             return await _forward(services, admission.id)
 
     state = services.view.state
@@ -243,9 +243,16 @@ async def _admit_then_forward(
 
 
 async def _admit(services: Services, ticket: Ticket, as_json: bool) -> Response:
-    """Trade an admitted ticket for a pass, then forward this very request."""
+    """Trade an admitted ticket for a pass, then forward this very request.
+
+    A JSON client asking ``GET /`` gets the news as JSON instead of the backend's
+    HTML form: it goes on with ``POST /api/result``.
+    """
     admission, token = services.signer.issue_pass(ticket.id, ticket.epoch)
-    response = await _forward(services, admission.id)
+    if as_json and request.method == "GET":
+        response = _admitted_json()
+    else:
+        response = await _forward(services, admission.id)
     _set_cookie(response, PASS_COOKIE, token, services.settings.pass_ttl_s, services)
     # The ticket is spent: when the pass expires the student joins at the back.
     response.delete_cookie(TICKET_COOKIE)
@@ -317,6 +324,10 @@ def _wants_json() -> bool:
     return request.path.startswith(("/api/", "/status")) or (
         "application/json" in accept and "text/html" not in accept
     )
+
+
+def _admitted_json() -> Response:
+    return _json({"state": "admitted", "retry_after_s": 0, "result_url": "/api/result"}, 200)
 
 
 def _json(body: dict[str, Any], status: int, headers: dict[str, str] | None = None) -> Response:
