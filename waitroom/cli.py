@@ -61,9 +61,9 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--data-dir", default="data", help="where the sample data is kept")
     demo.set_defaults(run=_demo)
 
-    from lookup import cli as lookup_cli
+    from lookup.cli import register as register_lookup
 
-    lookup_cli.register(commands)
+    register_lookup(commands)
     return parser
 
 
