@@ -192,23 +192,20 @@ def _check(s: Settings) -> None:
         s.backend_url,
         "must be an http:// or https:// URL",
     )
-    if s.production:
-        weak = [k for k in s.secret_keys if k in DEFAULT_SECRETS or len(k) < 16]
-        need(
-            bool(s.secret_keys) and not weak,
-            "secret_keys",
-            "<hidden>",
-            "production needs secret keys of at least 16 characters, none a default; "
-            "generate one with: python -c 'import secrets; print(secrets.token_urlsafe(32))'",
-        )
-        weak = [k for k in s.backend_secret if k in DEFAULT_SECRETS or len(k) < 16]
-        need(
-            bool(s.backend_secret) and not weak,
-            "backend_secret",
-            "<hidden>",
-            "production needs the backend's admission secret (same as the lookup "
-            "backend's WAITROOM_BACKEND_SECRET), at least 16 characters",
-        )
-    else:
-        need(bool(s.secret_keys), "secret_keys", "", "at least one key is needed")
-        need(bool(s.backend_secret), "backend_secret", "", "at least one key is needed")
+    hints = {
+        "secret_keys": "generate one with: "
+        "python -c 'import secrets; print(secrets.token_urlsafe(32))'",
+        "backend_secret": "use the lookup backend's WAITROOM_BACKEND_SECRET",
+    }
+    for name, hint in hints.items():
+        keys: tuple[str, ...] = getattr(s, name)
+        if s.production:
+            weak = [k for k in keys if k in DEFAULT_SECRETS or len(k) < 16]
+            need(
+                bool(keys) and not weak,
+                name,
+                "<hidden>",
+                f"production needs keys of at least 16 characters, none a default; {hint}",
+            )
+        else:
+            need(bool(keys), name, "", f"at least one key is needed; {hint}")
