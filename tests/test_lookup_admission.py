@@ -84,3 +84,11 @@ def test_keys_are_required_and_never_shown() -> None:
     with pytest.raises(ValueError, match="at least one"):
         AdmissionSigner(["", ""])
     assert "s3cret" not in repr(AdmissionSigner(["s3cret"]))
+
+
+def test_tokens_are_plain_itsdangerous_tokens() -> None:
+    """A gateway using URLSafeTimedSerializer directly interoperates both ways."""
+    ours = AdmissionSigner(["new", "old"]).sign("room", "p")
+    assert URLSafeTimedSerializer("new", salt=SALT).loads(ours) == ["room", "p"]
+    theirs = URLSafeTimedSerializer(["old", "new"], salt=SALT).dumps(["room", "q"])
+    assert AdmissionSigner(["new"]).verify(theirs).pass_id == "q"

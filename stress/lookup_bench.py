@@ -1,0 +1,229 @@
+"""Benchmark of the lookup backend: 2,000,000-row import, then lookups vs a plain route.
+
+Run from the repository root::
+
+    python -m stress.lookup_bench [--students N] [--duration S] [--granian]
+
+In one run: generate the sample CSV (cached in stress/.cache/), time the import,
+start the backend (Hypercorn, one worker) pinned to core 0, and load it from a
+process pinned to core 1 - alternating the plain route ``GET /healthz`` and real
+lookups (``POST /api/result`` for random candidates, a freshly signed admission
+header each, every answer checked against the generator) - so the ratio compares
+like with like on a noisy machine. Prints a table; writes stress/reports/*.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import os
+import platform
+import random
+import secrets
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+from lookup import sample
+from lookup.admission import HEADER, AdmissionSigner
+from lookup.importer import import_csv
+from stress.loadgen import LoadResult, Request, http_request, json_post, run_in_process
+
+ROOT = Path(__file__).resolve().parent
+CACHE = ROOT / ".cache"
+REPORTS = ROOT / "reports"
+GOAL_RATIO = 0.7
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def _sample_file(students: int, seed: int) -> tuple[Path, float | None]:
+    CACHE.mkdir(exist_ok=True)
+    path = CACHE / f"candidates-{students}-seed{seed}.csv"
+    if path.exists():
+        return path, None
+    started = time.perf_counter()
+    sample.write_csv(path, students, seed)
+    return path, time.perf_counter() - started
+
+
+def _start_server(db: Path, port: int, secret: str, server: str) -> subprocess.Popen[bytes]:
+    env = {**os.environ, "WAITROOM_BACKEND_SECRET": secret}
+    cmd = [sys.executable, "-m", "waitroom", "lookup", "serve", "--db", str(db)]
+    cmd += ["--port", str(port), "--server", server]
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    if len(os.sched_getaffinity(0)) > 1:
+        os.sched_setaffinity(proc.pid, {0})  # granian's worker inherits it at spawn
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            err = proc.stderr.read().decode() if proc.stderr else ""
+            raise RuntimeError(f"{server} backend exited with {proc.returncode}: {err}")
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=1) as r:
+                if r.status == 200:
+                    return proc
+        except OSError:
+            time.sleep(0.1)
+    proc.kill()
+    raise RuntimeError(f"{server} backend did not answer /healthz within 30 s")
+
+
+def _stop(proc: subprocess.Popen[bytes]) -> None:
+    proc.terminate()
+    try:
+        proc.wait(10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
+def _plain_factory() -> Request:
+    raw = http_request("GET", "/healthz")
+    ok = Request(raw, check=lambda status, body: status == 200 and body == b"ok")
+    return ok
+
+
+class _LookupFactory:
+    """A random real candidate per request, a fresh admission token, a checked answer."""
+
+    def __init__(self, secret: str, students: int, seed: int) -> None:
+        self.signer = AdmissionSigner([secret])
+        self.students = students
+        self.seed = seed
+        self.rng = random.Random(seed)
+        self.counter = itertools.count()
+
+    def __call__(self) -> Request:
+        k = self.rng.randrange(self.students)
+        sheet = sample.candidate(self.seed, k)
+        token = self.signer.sign("bench", f"pass-{next(self.counter)}")
+        raw = json_post(
+            "/api/result",
+            {"roll": sheet.roll, "dob": sheet.dob.isoformat()},
+            {HEADER: token},
+        )
+        expected = sheet.to_json()
+        return Request(raw, check=lambda status, body: status == 200 and body == expected)
+
+
+def _bench_server(server: str, db: Path, args: argparse.Namespace, secret: str) -> dict[str, Any]:
+    port = _free_port()
+    proc = _start_server(db, port, secret, server)
+    cpu = 1 if len(os.sched_getaffinity(0)) > 1 else None
+    rounds: dict[str, list[LoadResult]] = {"plain": [], "lookup": []}
+    try:
+        for _ in range(args.rounds):
+            for name, factory in (
+                ("plain", _plain_factory),
+                ("lookup", _LookupFactory(secret, args.students, args.seed)),
+            ):
+                result = run_in_process(
+                    "127.0.0.1",
+                    port,
+                    factory,
+                    cpu=cpu,
+                    connections=args.connections,
+                    duration_s=args.duration,
+                    warmup_s=1.0,
+                )
+                rounds[name].append(result)
+                print(f"  {server:9} {name:6} {result.summary()}", flush=True)
+    finally:
+        _stop(proc)
+    plain = sum(r.rps for r in rounds["plain"]) / len(rounds["plain"])
+    lookup = sum(r.rps for r in rounds["lookup"]) / len(rounds["lookup"])
+    return {
+        "server": server,
+        "plain_rps": plain,
+        "lookup_rps": lookup,
+        "ratio": lookup / plain if plain else 0.0,
+        "all_ok": all(r.ok for rs in rounds.values() for r in rs),
+        "loader_saturated": any(r.saturated for rs in rounds.values() for r in rs),
+        "rounds": {k: [r.to_dict() for r in v] for k, v in rounds.items()},
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m stress.lookup_bench", description=__doc__)
+    parser.add_argument("--students", type=int, default=2_000_000)
+    parser.add_argument("--seed", type=int, default=sample.DEFAULT_SEED)
+    parser.add_argument("--duration", type=float, default=8.0, help="seconds per round")
+    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--connections", type=int, default=128)
+    parser.add_argument("--granian", action="store_true", help="also measure on granian")
+    args = parser.parse_args(argv)
+
+    csv_path, gen_s = _sample_file(args.students, args.seed)
+    print(
+        f"sample: {csv_path.name}"
+        + (f" generated in {gen_s:.1f} s" if gen_s is not None else " (cached)"),
+        flush=True,
+    )
+    db = CACHE / "bench.sqlite3"
+    report = import_csv(csv_path, db)
+    print(f"import: {report.rows} rows in {report.seconds:.1f} s", flush=True)
+
+    secret = secrets.token_urlsafe(32)
+    servers = ["hypercorn"] + (["granian"] if args.granian else [])
+    results = [_bench_server(s, db, args, secret) for s in servers]
+
+    print()
+    print(f"{'server':10} {'plain req/s':>12} {'lookup req/s':>13} {'ratio':>6}  ok")
+    for r in results:
+        flag = " (loader saturated)" if r["loader_saturated"] else ""
+        print(
+            f"{r['server']:10} {r['plain_rps']:12.0f} {r['lookup_rps']:13.0f} "
+            f"{r['ratio']:6.2f}  {'yes' if r['all_ok'] else 'NO'}{flag}"
+        )
+    print(f"import of {report.rows} rows: {report.seconds:.1f} s; goal ratio >= {GOAL_RATIO}")
+
+    REPORTS.mkdir(exist_ok=True)
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    out = REPORTS / f"lookup-bench-{stamp}.json"
+    out.write_text(
+        json.dumps(
+            {
+                "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+                "machine": {
+                    "cpus": os.cpu_count(),
+                    "platform": platform.platform(),
+                    "python": platform.python_version(),
+                    "processor": _cpu_model(),
+                },
+                "command": "python -m stress.lookup_bench " + " ".join(argv or sys.argv[1:]),
+                "sample_generation_s": gen_s,
+                "import": {"rows": report.rows, "seconds": report.seconds},
+                "servers": results,
+            },
+            indent=2,
+        )
+    )
+    print(f"report: {out}")
+    hypercorn = results[0]
+    return 0 if hypercorn["all_ok"] and hypercorn["ratio"] >= GOAL_RATIO else 1
+
+
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
