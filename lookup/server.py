@@ -119,6 +119,8 @@ def serve(
         )
     app = create_app(db, admission_keys=keys, standalone=standalone)
     rows = app.store.meta.get("row_count")
+    warmed = app.store.warm()
+    log.info("read %d MB of results into the page cache", warmed >> 20)
     mode = "standalone, no admission check" if standalone else "admission required"
     log.info("lookup backend: %s rows from %s, %s", rows, db, mode)
     print(f"lookup backend on http://{host}:{port}/ ({server}, {rows} results, {mode})", flush=True)
