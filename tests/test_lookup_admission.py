@@ -92,3 +92,22 @@ def test_tokens_are_plain_itsdangerous_tokens() -> None:
     assert URLSafeTimedSerializer("new", salt=SALT).loads(ours) == ["room", "p"]
     theirs = URLSafeTimedSerializer(["old", "new"], salt=SALT).dumps(["room", "q"])
     assert AdmissionSigner(["new"]).verify(theirs).pass_id == "q"
+
+
+def test_a_gateway_clock_a_little_ahead_is_tolerated_far_ahead_is_not() -> None:
+    key = "k" * 20
+    verifier = AdmissionSigner([key])
+    assert verifier.verify(_signed_long_ago(key, -5)).room == "room"
+    with pytest.raises(AdmissionInvalid, match="future"):
+        verifier.verify(_signed_long_ago(key, -120))
+
+
+def test_reusable_token_is_re_signed_within_its_life() -> None:
+    signer = AdmissionSigner(["k" * 20], max_age_s=1)
+    first = signer.reusable("room", "gw-1")
+    assert signer.reusable("room", "gw-1") == first
+    assert signer.reusable("room", "gw-2") != first
+    time.sleep(1.1)  # past a sixth of the life: a fresh signature
+    again = signer.reusable("room", "gw-1")
+    assert again != first
+    assert signer.verify(again).pass_id == "gw-1"

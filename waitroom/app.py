@@ -198,13 +198,13 @@ async def _admit_then_forward(
     pass_token = request.cookies.get(PASS_COOKIE)
     if pass_token:
         try:
-            admission = signer.read_pass(pass_token)
+            signer.read_pass(pass_token)
         except TicketRejected as exc:
             notice = "pass_expired" if exc.reason == "expired" else f"rejected_{exc.reason}"
         else:
             if not forward or (as_json and request.method == "GET"):
                 return _admitted_json()
-            return await _forward(services, admission.id)
+            return await _forward(services)
 
     state = services.view.state
     ticket_token = request.cookies.get(TICKET_COOKIE)
@@ -248,26 +248,24 @@ async def _admit(services: Services, ticket: Ticket, as_json: bool) -> Response:
     A JSON client asking ``GET /`` gets the news as JSON instead of the backend's
     HTML form: it goes on with ``POST /api/result``.
     """
-    admission, token = services.signer.issue_pass(ticket.id, ticket.epoch)
+    _, token = services.signer.issue_pass(ticket.id, ticket.epoch)
     if as_json and request.method == "GET":
         response = _admitted_json()
     else:
-        response = await _forward(services, admission.id)
+        response = await _forward(services)
     _set_cookie(response, PASS_COOKIE, token, services.settings.pass_ttl_s, services)
     # The ticket is spent: when the pass expires the student joins at the back.
     response.delete_cookie(TICKET_COOKIE)
     return response
 
 
-async def _forward(services: Services, pass_id: str) -> Response:
+async def _forward(services: Services) -> Response:
     method, path = request.method, request.path
     if (method, path) not in FORWARDED:
         return _json({"error": "not found"}, 404)
     body = await request.get_data(cache=True, as_text=False, parse_form_data=False)
     try:
-        answer = await services.forwarder.forward(
-            method, path, dict(request.headers), body, pass_id
-        )
+        answer = await services.forwarder.forward(method, path, dict(request.headers), body)
     except BackendUnavailable as exc:
         log.warning("waitroom: %s", exc)
         if _wants_json():

@@ -10,17 +10,18 @@ serves nobody who skipped the line. A backend that is down, slow, or answering
 from __future__ import annotations
 
 import logging
+import os
 from dataclasses import dataclass
 
 import aiohttp
 
+from lookup.admission import HEADER as ADMISSION_HEADER
 from lookup.admission import AdmissionSigner
 from waitroom.config import Settings
 from waitroom.errors import BackendUnavailable
 
 log = logging.getLogger(__name__)
 
-ADMISSION_HEADER = "X-Waitroom-Admission"
 # Request headers worth passing on; everything else (cookies above all) stays here.
 _FORWARD_REQUEST = ("content-type", "accept", "accept-language", "user-agent")
 _FORWARD_RESPONSE = ("content-type", "content-language", "cache-control")
@@ -40,6 +41,8 @@ class Forwarder:
         self.settings = settings
         self.admission = AdmissionSigner(settings.backend_secret)
         self._session: aiohttp.ClientSession | None = None
+        # Names this worker in the admission token (the pass stays at the gateway).
+        self.worker = f"gw-{os.getpid()}"
 
     async def start(self) -> None:
         s = self.settings
@@ -65,12 +68,12 @@ class Forwarder:
             self._session = None
 
     async def forward(
-        self, method: str, path: str, headers: dict[str, str], body: bytes, pass_id: str
+        self, method: str, path: str, headers: dict[str, str], body: bytes
     ) -> BackendResponse:
         if self._session is None:
             raise BackendUnavailable(self.base, "gateway is not serving yet")
         out = {k: v for k, v in headers.items() if k.lower() in _FORWARD_REQUEST}
-        out[ADMISSION_HEADER] = self.admission.sign(self.room, pass_id)
+        out[ADMISSION_HEADER] = self.admission.reusable(self.room, self.worker)
         url = self.base + path
         try:
             async with self._session.request(method, url, headers=out, data=body) as resp:
