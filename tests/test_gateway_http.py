@@ -444,3 +444,43 @@ async def test_admitted_json_client_gets_json_and_a_pass(gateway: GatewayFactory
         assert PASS_COOKIE in {c.key for c in s.cookie_jar}
         again = await status(s, gw.url)
         assert again["state"] == "admitted"
+
+
+async def _broken_backend(scope: dict[str, Any], receive: Any, send: Any) -> None:
+    """A backend that fails: 500 on /api/result, a 3 s stall on /result."""
+    if scope["type"] != "http":
+        return
+    if scope["path"] == "/result":
+        await asyncio.sleep(3)
+    await send({"type": "http.response.start", "status": 500, "headers": []})
+    await send({"type": "http.response.body", "body": b"Traceback (most recent call last)"})
+
+
+async def test_backend_5xx_or_slow_never_reaches_the_student(
+    redis_url: str, redis_sync: Any
+) -> None:
+    async with serving(_broken_backend) as broken:
+        settings = make_settings(
+            redis_url, rate=50.0, backend_url=broken.url, backend_read_timeout_s=0.5
+        )
+        async with serving(create_app(settings)) as gw, student() as s:
+            await wait_for_credit(gw.url)
+            await join(s, gw.url)
+            async with s.post(gw.url + "/api/result", json=candidate_form()) as response:
+                assert response.status == 503 and response.headers["Retry-After"] == "5"
+                assert (await response.json())["state"] == "busy"
+            started = time.monotonic()
+            async with s.post(gw.url + "/result", data=candidate_form()) as response:
+                text = await response.text()
+            assert time.monotonic() - started < 2.5  # the read timeout, not the stall
+            assert response.status == 503 and "Traceback" not in text
+            assert "retrying automatically" in text
+
+
+async def test_waiting_status_code_is_configurable(gateway: GatewayFactory) -> None:
+    async with gateway(rate=0.5, waiting_status=429) as gw, student() as first:
+        await wait_for_credit(gw.url)
+        await join(first, gw.url)
+        async with student() as s, s.get(gw.url + "/") as response:
+            assert response.status == 429
+            assert "You are in line" in await response.text()
