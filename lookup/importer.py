@@ -32,6 +32,7 @@ from typing import Any, BinaryIO
 
 from lookup.errors import ImportFailed, ImportRejected, Problem
 from lookup.validate import KEEP_PROBLEMS, BlockResult, RowChecker, check_block, check_header
+from waitroom.processes import die_with_parent
 
 SCHEMA_VERSION = "1"
 SHOW_PROBLEMS = 50
@@ -194,7 +195,7 @@ def _results(
         return
     # fork: workers inherit the loaded modules and start in milliseconds.
     context = multiprocessing.get_context("fork")
-    with ProcessPoolExecutor(workers, mp_context=context) as pool:
+    with ProcessPoolExecutor(workers, mp_context=context, initializer=die_with_parent) as pool:
         pending: deque[Future[BlockResult]] = deque()
         try:
             for data, line in blocks:

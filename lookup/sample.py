@@ -27,6 +27,7 @@ from pathlib import Path
 
 from lookup.csvformat import COLUMNS, row_of
 from lookup.marksheet import PASS_MARK, Marksheet, Subject, grade_for
+from waitroom.processes import die_with_parent
 
 ROLL_BASE = 21_000_000
 DEFAULT_EXAM = "CBSE Class XII 2026"
@@ -614,7 +615,7 @@ def write_csv(path: Path, n: int, seed: int = DEFAULT_SEED, exam: str = DEFAULT_
                 for job in jobs:
                     f.write(_csv_block(*job))
             else:
-                with multiprocessing.get_context("fork").Pool(workers) as pool:
+                with multiprocessing.get_context("fork").Pool(workers, die_with_parent) as pool:
                     for text in pool.imap(_csv_block_args, jobs):
                         f.write(text)
         os.replace(tmp, path)

@@ -28,7 +28,7 @@ from werkzeug.exceptions import HTTPException
 from waitroom.assets import Assets
 from waitroom.config import Settings
 from waitroom.errors import BackendUnavailable, StoreUnavailable
-from waitroom.fastpath import FastPath
+from waitroom.fastpath import BACKEND_FAULT, SECURITY_HEADERS, FastPath
 from waitroom.forward import Forwarder
 from waitroom.i18n import LANGUAGE_NAMES, LANGUAGES, MESSAGES, pick_language
 from waitroom.pacer import Pacer
@@ -43,13 +43,6 @@ LANG_COOKIE = "wr_lang"
 MAX_BODY = 16 * 1024
 # The routes that reach the lookup backend once admitted.
 FORWARDED = {("GET", "/"), ("POST", "/result"), ("POST", "/api/result")}
-SECURITY_HEADERS = {
-    "X-Content-Type-Options": "nosniff",
-    "Referrer-Policy": "same-origin",
-    "X-Frame-Options": "DENY",
-    "Content-Security-Policy": "default-src 'self'; img-src 'self' data:; "
-    "style-src 'self' 'unsafe-inline'; frame-ancestors 'none'; form-action 'self'",
-}
 
 
 @dataclass
@@ -91,6 +84,7 @@ def create_app(settings: Settings | None = None) -> Quart:
         services.view,
         services.signer,
         services.assets,
+        services.forwarder,
     )
 
     @app.while_serving  # type: ignore[type-var]
@@ -127,8 +121,8 @@ def create_app(settings: Settings | None = None) -> Quart:
 
     @app.after_request
     async def headers(response: Response) -> Response:
-        for name, value in SECURITY_HEADERS.items():
-            response.headers.setdefault(name, value)
+        for name, value in SECURITY_HEADERS:
+            response.headers.setdefault(name.decode(), value.decode())
         query_lang = request.args.get("lang")
         if query_lang in LANGUAGES:
             response.set_cookie(
@@ -264,8 +258,15 @@ async def _forward(services: Services) -> Response:
     if (method, path) not in FORWARDED:
         return _json({"error": "not found"}, 404)
     body = await request.get_data(cache=True, as_text=False, parse_form_data=False)
+    # The lean layer already tried the backend for this very request.
+    fault = request.scope.get(BACKEND_FAULT)
     try:
-        answer = await services.forwarder.forward(method, path, dict(request.headers), body)
+        if fault:
+            raise BackendUnavailable(services.forwarder.url + path, str(fault))
+        headers = [
+            (k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in request.headers.items()
+        ]
+        answer = await services.forwarder.forward(method, path, headers, body)
     except BackendUnavailable as exc:
         log.warning("waitroom: %s", exc)
         if _wants_json():
@@ -274,7 +275,8 @@ async def _forward(services: Services) -> Response:
         return await _message_page(
             "title_busy", "busy", 503, retry_s=5, resubmit=dict(form), action=path
         )
-    return Response(answer.body, status=answer.status, headers=answer.headers)
+    headers_out = {k.decode("latin-1"): v.decode("latin-1") for k, v in answer.headers}
+    return Response(answer.body, status=answer.status, headers=headers_out)
 
 
 async def _waiting(

@@ -18,19 +18,17 @@ the parent is killed with SIGKILL: no orphan servers after a crashed test run.
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import os
 import shutil
-import signal
 import socket
 import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 from types import TracebackType
 
 from waitroom.errors import EmbeddedRedisError
+from waitroom.processes import die_with_parent
 
 _SERVER_NAMES = ("valkey-server", "redis-server")
 
@@ -58,12 +56,6 @@ def find_server_binary() -> Path:
         # Some installers drop the executable bit from package data.
         path.chmod(path.stat().st_mode | 0o111)
     return path
-
-
-def _die_with_parent() -> None:  # pragma: no cover - runs in the child before exec
-    libc = ctypes.CDLL(None, use_errno=True)
-    pr_set_pdeathsig = 1
-    libc.prctl(pr_set_pdeathsig, signal.SIGTERM)
 
 
 class EmbeddedRedis:
@@ -139,7 +131,6 @@ class EmbeddedRedis:
             return self
         with contextlib.suppress(FileNotFoundError):
             self.socket_path.unlink()
-        preexec = _die_with_parent if sys.platform.startswith("linux") else None
         try:
             with open(self.workdir / "stderr.log", "ab") as stderr:
                 self.process = subprocess.Popen(  # noqa: S603 - fixed argv, no shell
@@ -147,7 +138,7 @@ class EmbeddedRedis:
                     stdin=subprocess.DEVNULL,
                     stdout=subprocess.DEVNULL,
                     stderr=stderr,
-                    preexec_fn=preexec,
+                    preexec_fn=die_with_parent,
                 )
         except OSError as exc:
             raise EmbeddedRedisError(f"could not run {self.binary}: {exc}") from exc

@@ -1,10 +1,12 @@
 """The lean ASGI layer in front of the Quart app.
 
 Quart costs about 0.4 ms of CPU a request on this class of machine, as much as
-everything else together. The requests that a crowd makes over and over (a waiting
-student's status check, the public queue state, the hashed static assets) are
-answered here from memory: no Quart, no Redis. Anything unusual (no ticket, a bad
-ticket, a POST) falls through to Quart, which has the full behaviour.
+everything else together. The requests that a crowd makes over and over are
+handled here: a waiting student's status check, the public queue state and the
+hashed static assets from memory (no Quart, no Redis), and an admitted student's
+lookups, forwarded straight to the backend. Anything unusual (no cookie, a bad or
+expired one, a backend fault) falls through to Quart, which has the full behaviour
+and the pages; a request whose body was already read is replayed to it.
 """
 
 from __future__ import annotations
@@ -14,8 +16,10 @@ from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
 from waitroom.assets import IMMUTABLE, Assets
+from waitroom.errors import BackendUnavailable
+from waitroom.forward import Forwarder
 from waitroom.standing import standing
-from waitroom.tickets import TICKET_COOKIE, TicketRejected, TicketSigner
+from waitroom.tickets import PASS_COOKIE, TICKET_COOKIE, TicketRejected, TicketSigner
 from waitroom.view import RoomView
 
 Scope = MutableMapping[str, Any]
@@ -26,6 +30,21 @@ ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 _JSON = b"application/json"
 _TICKET = TICKET_COOKIE.encode()
+_PASS = PASS_COOKIE.encode()
+# Set by this layer when the backend failed, so Quart shows the busy page at once.
+BACKEND_FAULT = "waitroom.backend_fault"
+MAX_BODY = 16 * 1024
+FORWARDED_POSTS = frozenset({"/result", "/api/result"})
+SECURITY_HEADERS: tuple[tuple[bytes, bytes], ...] = (
+    (b"x-content-type-options", b"nosniff"),
+    (b"referrer-policy", b"same-origin"),
+    (b"x-frame-options", b"DENY"),
+    (
+        b"content-security-policy",
+        b"default-src 'self'; img-src 'self' data:; style-src 'self' 'unsafe-inline'; "
+        b"frame-ancestors 'none'; form-action 'self'",
+    ),
+)
 _NO_STORE = b"no-store"
 # Short enough that a CDN's copy lags the frontier by about one refresh.
 _STATE_CACHE = b"public, max-age=1, stale-while-revalidate=2"
@@ -48,26 +67,84 @@ def header(headers: list[tuple[bytes, bytes]], name: bytes) -> bytes | None:
     return None
 
 
+def wants_json(headers: list[tuple[bytes, bytes]]) -> bool:
+    accept = header(headers, b"accept") or b""
+    return b"application/json" in accept and b"text/html" not in accept
+
+
 class FastPath:
-    def __init__(self, app: ASGIApp, view: RoomView, signer: TicketSigner, assets: Assets):
+    def __init__(
+        self,
+        app: ASGIApp,
+        view: RoomView,
+        signer: TicketSigner,
+        assets: Assets,
+        forwarder: Forwarder,
+    ) -> None:
         self.app = app
         self.view = view
         self.signer = signer
         self.assets = assets
+        self.forwarder = forwarder
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and scope["method"] in ("GET", "HEAD"):
-            path = scope["path"]
-            if path == "/status":
-                if await self._status(scope, send):
+        if scope["type"] == "http":
+            method, path = scope["method"], scope["path"]
+            if method in ("GET", "HEAD"):
+                if path == "/status":
+                    if await self._status(scope, send):
+                        return
+                elif path == "/queue/state":
+                    await self._state(scope, send)
                     return
-            elif path == "/queue/state":
-                await self._state(scope, send)
-                return
-            elif path.startswith("/static/"):
-                await self._static(scope, send, path[len("/static/") :])
+                elif path.startswith("/static/"):
+                    await self._static(scope, send, path[len("/static/") :])
+                    return
+                elif (
+                    path == "/"
+                    and method == "GET"
+                    and not wants_json(scope["headers"])
+                    and await self._forward(scope, receive, send)
+                ):
+                    return
+            elif (
+                method == "POST"
+                and path in FORWARDED_POSTS
+                and await self._forward(scope, receive, send)
+            ):
                 return
         await self.app(scope, receive, send)
+
+    async def _forward(self, scope: Scope, receive: Receive, send: Send) -> bool:
+        """Forward an admitted student's request; False to let Quart handle it."""
+        token = cookie(scope["headers"], _PASS)
+        if token is None:
+            return False
+        try:
+            self.signer.read_pass(token)
+        except TicketRejected:
+            return False  # Quart sends them back to the line and says why
+        body = await _read_body(receive)
+        if body is None:  # too large (or the client left, and hears nothing)
+            message = b"request body too large: a lookup needs a roll number and a date\n"
+            await _respond(scope, send, 413, message, b"text/plain; charset=utf-8", [])
+            return True
+        try:
+            answer = await self.forwarder.forward(
+                scope["method"], scope["path"], scope["headers"], body
+            )
+        except BackendUnavailable as exc:
+            scope[BACKEND_FAULT] = str(exc)
+            await self.app(scope, _replay(body, receive), send)
+            return True
+        headers = [
+            *answer.headers,
+            (b"content-length", str(len(answer.body)).encode()),
+            *SECURITY_HEADERS,
+        ]
+        await send({"type": "http.response.start", "status": answer.status, "headers": headers})
+        await send({"type": "http.response.body", "body": answer.body})
+        return True
 
     async def _status(self, scope: Scope, send: Send) -> bool:
         view = self.view
@@ -157,3 +234,33 @@ async def _respond(
         ]
     await send({"type": "http.response.start", "status": status, "headers": all_headers})
     await send({"type": "http.response.body", "body": b"" if scope["method"] == "HEAD" else body})
+
+
+async def _read_body(receive: Receive) -> bytes | None:
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        message = await receive()
+        if message["type"] != "http.request":
+            return None
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > MAX_BODY:
+            return None
+        chunks.append(chunk)
+        if not message.get("more_body"):
+            return b"".join(chunks)
+
+
+def _replay(body: bytes, receive: Receive) -> Receive:
+    """A receive that hands over the already-read body once, then the client's events."""
+    sent = False
+
+    async def replay() -> Message:
+        nonlocal sent
+        if not sent:
+            sent = True
+            return {"type": "http.request", "body": body, "more_body": False}
+        return await receive()
+
+    return replay

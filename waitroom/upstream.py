@@ -1,0 +1,185 @@
+"""A small keep-alive HTTP/1.1 client for one upstream: the lookup backend.
+
+Why not aiohttp: measured on this class of machine, an aiohttp round trip cost the
+gateway about 0.5 ms of CPU, more than the backend spends answering the lookup, so
+forwarding could never keep up with the backend it protects. This client does only
+what the hop needs (one host, requests with a Content-Length, answers with a
+Content-Length or chunked) over a pool of asyncio streams, in a few tens of µs.
+
+Faults (cannot connect, timeouts, a connection dropped, a malformed answer) raise
+``UpstreamError``. A request sent on a pooled connection that the backend had
+already closed is retried once on a fresh one: the forwarded routes are lookups,
+safe to repeat.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections import deque
+from dataclasses import dataclass
+from urllib.parse import urlsplit
+
+_MAX_HEADER_BYTES = 16 * 1024
+_MAX_BODY_BYTES = 4 * 1024 * 1024
+
+
+class UpstreamError(Exception):
+    """The upstream could not be reached or did not answer properly."""
+
+
+@dataclass(frozen=True, slots=True)
+class UpstreamResponse:
+    status: int
+    headers: list[tuple[bytes, bytes]]  # lower-case names
+    body: bytes
+
+
+_Conn = tuple[asyncio.StreamReader, asyncio.StreamWriter]
+
+
+class Upstream:
+    def __init__(
+        self,
+        url: str,
+        *,
+        pool_size: int = 100,
+        connect_timeout_s: float = 2.0,
+        read_timeout_s: float = 10.0,
+    ) -> None:
+        parts = urlsplit(url)
+        if parts.scheme != "http" or not parts.hostname:
+            raise ValueError(f"upstream URL must be http://host[:port], got {url!r}")
+        self.host = parts.hostname
+        self.port = parts.port or 80
+        self.base_path = parts.path.rstrip("/")
+        self._host_header = (parts.netloc or self.host).encode("latin-1")
+        self.connect_timeout_s = connect_timeout_s
+        self.read_timeout_s = read_timeout_s
+        self._idle: deque[_Conn] = deque()
+        # Bounds open connections: a spike waits here rather than flooding the backend.
+        self._slots = asyncio.Semaphore(pool_size)
+
+    async def request(
+        self,
+        method: str,
+        path: str,
+        headers: list[tuple[bytes, bytes]],
+        body: bytes = b"",
+    ) -> UpstreamResponse:
+        head = [
+            f"{method} {self.base_path}{path} HTTP/1.1\r\n".encode("latin-1"),
+            b"host: " + self._host_header + b"\r\n",
+            b"content-length: " + str(len(body)).encode() + b"\r\n",
+        ]
+        for name, value in headers:
+            head.append(name + b": " + value + b"\r\n")
+        head.append(b"\r\n")
+        raw = b"".join(head) + body
+        async with self._slots:
+            for attempt in (0, 1):
+                reused = bool(self._idle)
+                conn = self._idle.pop() if reused else await self._connect()
+                try:
+                    async with asyncio.timeout(self.read_timeout_s):
+                        response, keep = await self._exchange(conn, raw)
+                except _StaleConnection as exc:
+                    _close(conn)
+                    if reused and attempt == 0:
+                        continue
+                    raise UpstreamError(f"connection closed by upstream: {exc}") from exc
+                except TimeoutError as exc:
+                    _close(conn)
+                    raise UpstreamError(f"no answer within {self.read_timeout_s:g}s") from exc
+                except (OSError, ValueError, asyncio.IncompleteReadError) as exc:
+                    _close(conn)
+                    raise UpstreamError(f"{type(exc).__name__}: {exc}") from exc
+                if keep:
+                    self._idle.append(conn)
+                else:
+                    _close(conn)
+                return response
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    async def _connect(self) -> _Conn:
+        try:
+            async with asyncio.timeout(self.connect_timeout_s):
+                return await asyncio.open_connection(self.host, self.port)
+        except TimeoutError as exc:
+            raise UpstreamError(f"could not connect within {self.connect_timeout_s:g}s") from exc
+        except OSError as exc:
+            raise UpstreamError(f"could not connect: {exc}") from exc
+
+    async def _exchange(self, conn: _Conn, raw: bytes) -> tuple[UpstreamResponse, bool]:
+        reader, writer = conn
+        writer.write(raw)
+        try:
+            await writer.drain()
+            head = await reader.readuntil(b"\r\n\r\n")
+        except asyncio.IncompleteReadError as exc:
+            if not exc.partial:
+                raise _StaleConnection("no bytes before EOF") from exc
+            raise
+        except asyncio.LimitOverrunError as exc:
+            raise ValueError("response head too large") from exc
+        except ConnectionResetError as exc:
+            raise _StaleConnection(str(exc)) from exc
+        if len(head) > _MAX_HEADER_BYTES:
+            raise ValueError("response head too large")
+        lines = head[:-4].split(b"\r\n")
+        version, _, rest = lines[0].partition(b" ")
+        status = int(rest[:3])
+        headers: list[tuple[bytes, bytes]] = []
+        length = -1
+        chunked = False
+        keep = version == b"HTTP/1.1"
+        for line in lines[1:]:
+            name, _, value = line.partition(b":")
+            name = name.strip().lower()
+            value = value.strip()
+            if name == b"content-length":
+                length = int(value)
+            elif name == b"transfer-encoding":
+                chunked = b"chunked" in value.lower()
+            elif name == b"connection":
+                keep = value.lower() != b"close"
+            headers.append((name, value))
+        if chunked:
+            body = await _read_chunked(reader)
+        elif length >= 0:
+            if length > _MAX_BODY_BYTES:
+                raise ValueError(f"response body too large: {length} bytes")
+            body = await reader.readexactly(length)
+        else:
+            body = await reader.read(_MAX_BODY_BYTES)
+            keep = False
+        return UpstreamResponse(status, headers, body), keep
+
+    async def close(self) -> None:
+        while self._idle:
+            _close(self._idle.pop())
+
+
+class _StaleConnection(Exception):
+    """A pooled connection turned out closed before any answer."""
+
+
+async def _read_chunked(reader: asyncio.StreamReader) -> bytes:
+    parts: list[bytes] = []
+    total = 0
+    while True:
+        size_line = await reader.readuntil(b"\r\n")
+        size = int(size_line.split(b";")[0], 16)
+        if size == 0:
+            await reader.readuntil(b"\r\n")  # no trailers expected; the blank line
+            return b"".join(parts)
+        total += size
+        if total > _MAX_BODY_BYTES:
+            raise ValueError("response body too large")
+        parts.append(await reader.readexactly(size))
+        await reader.readexactly(2)
+
+
+def _close(conn: _Conn) -> None:
+    with contextlib.suppress(Exception):
+        conn[1].close()
