@@ -16,7 +16,7 @@ import datetime as dt
 import json
 import logging
 import re
-from collections.abc import Awaitable, Callable, MutableMapping, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -28,14 +28,10 @@ from lookup.admission import HEADER, HEADER_BYTES, AdmissionSigner
 from lookup.errors import AdmissionError, AdmissionExpired, AdmissionMissing
 from lookup.store import ResultStore
 from waitroom.errors import ConfigError
+from waitroom.rawasgi import ClientGone, Receive, Scope, Send, read_body
 
 log = logging.getLogger(__name__)
 
-Scope = MutableMapping[str, Any]
-Message = MutableMapping[str, Any]
-Receive = Callable[[], Awaitable[Message]]
-Send = Callable[[Message], Awaitable[None]]
-ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 MAX_BODY_BYTES = 4096  # a roll number and a date; anything bigger is not a lookup
 HTML = b"text/html; charset=utf-8"
@@ -80,10 +76,6 @@ class BadInput(Exception):
         self.field = field
         self.message = message
         super().__init__(f"{field}: {message}")
-
-
-class _ClientGone(Exception):
-    """The client disconnected while we read its request: there is no one to answer."""
 
 
 def _json(
@@ -142,7 +134,7 @@ class LookupApp:
             return
         try:
             response = await self._dispatch(scope, receive)
-        except _ClientGone:
+        except ClientGone:
             return
         except Exception:
             log.exception("lookup failed for %s %s", scope.get("method"), scope.get("path"))
@@ -208,7 +200,7 @@ class LookupApp:
     async def _post_result(
         self, scope: Scope, receive: Receive, headers: list[tuple[bytes, bytes]]
     ) -> Response:
-        body = await _read_body(receive, headers)
+        body = await read_body(receive, headers, MAX_BODY_BYTES)
         if body is None:
             return self._message(
                 413, "Request too large", "The form sent was too large to be a result lookup."
@@ -250,7 +242,7 @@ class LookupApp:
     async def _post_api_result(
         self, scope: Scope, receive: Receive, headers: list[tuple[bytes, bytes]]
     ) -> Response:
-        body = await _read_body(receive, headers)
+        body = await read_body(receive, headers, MAX_BODY_BYTES)
         if body is None:
             return _json(
                 413,
@@ -373,31 +365,6 @@ def _content_type_is(headers: list[tuple[bytes, bytes]], wanted: bytes) -> bool:
         if name == b"content-type":
             return value.split(b";", 1)[0].strip().lower() == wanted
     return False
-
-
-async def _read_body(receive: Receive, headers: list[tuple[bytes, bytes]]) -> bytes | None:
-    """The request body, or None when it is over MAX_BODY_BYTES."""
-    for name, value in headers:
-        if name == b"content-length":
-            try:
-                if int(value) > MAX_BODY_BYTES:
-                    return None
-            except ValueError:
-                pass  # the server rejects a malformed length before we get here
-            break
-    chunks: list[bytes] = []
-    size = 0
-    while True:
-        message = await receive()
-        if message["type"] == "http.disconnect":
-            raise _ClientGone
-        chunk = message.get("body", b"")
-        size += len(chunk)
-        if size > MAX_BODY_BYTES:
-            return None
-        chunks.append(chunk)
-        if not message.get("more_body", False):
-            return b"".join(chunks)
 
 
 def templates() -> jinja2.Environment:

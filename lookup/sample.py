@@ -545,28 +545,18 @@ def candidate(seed: int, k: int, exam: str = DEFAULT_EXAM) -> Marksheet:
     roll_die = d.below(1000)
     if roll_die < 8:
         subjects = tuple(Subject(c, SUBJECTS[c][0], None, None, None, None) for c in codes)
-        return Marksheet(
-            exam,
-            roll_of(k),
-            f"{first} {surname}",
-            mother,
-            father,
-            dob,
-            school_code,
-            school_name,
-            subjects,
-            "ABSENT",
+        result = "ABSENT"
+    else:
+        fails = 0 if roll_die >= 110 else (2 + d.below(2) if roll_die < 25 else 1)
+        failing: set[int] = set()
+        while len(failing) < fails:
+            failing.add(d.below(len(codes)))
+        ability = 45 + d.below(50)
+        subjects = tuple(
+            _subject(d, code, min(100, max(PASS_MARK, ability + d.below(21) - 10)), i in failing)
+            for i, code in enumerate(codes)
         )
-    fails = 0 if roll_die >= 110 else (2 + d.below(2) if roll_die < 25 else 1)
-    failing: set[int] = set()
-    while len(failing) < fails:
-        failing.add(d.below(len(codes)))
-    ability = 45 + d.below(50)
-    subjects = tuple(
-        _subject(d, code, min(100, max(PASS_MARK, ability + d.below(21) - 10)), i in failing)
-        for i, code in enumerate(codes)
-    )
-    result = "PASS" if fails == 0 else ("COMPARTMENT" if fails == 1 else "ESSENTIAL REPEAT")
+        result = "PASS" if fails == 0 else ("COMPARTMENT" if fails == 1 else "ESSENTIAL REPEAT")
     return Marksheet(
         exam,
         roll_of(k),

@@ -12,7 +12,7 @@ from quart import Quart
 
 from waitroom.app import create_app
 from waitroom.config import Settings
-from waitroom.fastpath import Receive, Scope, Send
+from waitroom.rawasgi import Receive, Scope, Send
 
 
 class LazyGateway:

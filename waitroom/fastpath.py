@@ -12,21 +12,14 @@ and the pages; a request whose body was already read is replayed to it.
 from __future__ import annotations
 
 import json
-from collections.abc import Awaitable, Callable, MutableMapping
-from typing import Any
 
 from waitroom.assets import IMMUTABLE, Assets
 from waitroom.errors import BackendUnavailable
 from waitroom.forward import Forwarder
+from waitroom.rawasgi import ASGIApp, ClientGone, Message, Receive, Scope, Send, read_body
 from waitroom.standing import standing
 from waitroom.tickets import PASS_COOKIE, TICKET_COOKIE, TicketRejected, TicketSigner
 from waitroom.view import RoomView
-
-Scope = MutableMapping[str, Any]
-Message = MutableMapping[str, Any]
-Receive = Callable[[], Awaitable[Message]]
-Send = Callable[[Message], Awaitable[None]]
-ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 _JSON = b"application/json"
 _TICKET = TICKET_COOKIE.encode()
@@ -124,8 +117,11 @@ class FastPath:
             self.signer.read_pass(token)
         except TicketRejected:
             return False  # Quart sends them back to the line and says why
-        body = await _read_body(receive)
-        if body is None:  # too large (or the client left, and hears nothing)
+        try:
+            body = await read_body(receive, scope["headers"], MAX_BODY)
+        except ClientGone:
+            return True
+        if body is None:
             message = b"request body too large: a lookup needs a roll number and a date\n"
             await _respond(scope, send, 413, message, b"text/plain; charset=utf-8", [])
             return True
@@ -234,22 +230,6 @@ async def _respond(
         ]
     await send({"type": "http.response.start", "status": status, "headers": all_headers})
     await send({"type": "http.response.body", "body": b"" if scope["method"] == "HEAD" else body})
-
-
-async def _read_body(receive: Receive) -> bytes | None:
-    chunks: list[bytes] = []
-    size = 0
-    while True:
-        message = await receive()
-        if message["type"] != "http.request":
-            return None
-        chunk = message.get("body", b"")
-        size += len(chunk)
-        if size > MAX_BODY:
-            return None
-        chunks.append(chunk)
-        if not message.get("more_body"):
-            return b"".join(chunks)
 
 
 def _replay(body: bytes, receive: Receive) -> Receive:
