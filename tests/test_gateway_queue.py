@@ -152,3 +152,44 @@ async def test_empty_redis_is_restored_from_a_workers_view(
     assert (after.seq, after.frontier, after.epoch) == (10, 3, before.epoch)
     joined = await queue.join()
     assert joined is not None and joined.position == 11
+
+
+async def test_a_pacer_back_after_a_gap_admits_one_second_not_a_flood(
+    redis_client: aioredis.Redis, redis_url: str
+) -> None:
+    queue = await _queue(redis_client, redis_url, rate=10.0, max_active=100_000)
+    await redis_client.hset(queue.keys.state, mapping={"seq": 1000, "credit": 0})
+    pacer = Pacer(queue, RoomView(queue, queue.settings), queue.settings)
+    await pacer.step()
+    # As after a takeover or an outage: the last tick was a minute ago.
+    last = int(await redis_client.hget(queue.keys.state, "last_ms") or 0)
+    await redis_client.hset(queue.keys.state, "last_ms", last - 60_000)
+    tick = await pacer.step()
+    assert tick is not None and tick.holder
+    assert tick.advanced <= 10
+
+
+async def test_pacer_and_view_outlive_redis_error_replies(
+    redis_client: aioredis.Redis, redis_url: str
+) -> None:
+    queue = await _queue(redis_client, redis_url, rate=100.0)
+    for _ in range(5):
+        await queue.join()
+    # A reply error (here WRONGTYPE; in life BUSY, MISCONF, TRYAGAIN...) on every tick.
+    await redis_client.set(queue.keys.config, "not a hash")
+    view = RoomView(queue, queue.settings)
+    pacer = Pacer(queue, view, queue.settings)
+    tasks = [asyncio.create_task(pacer.run()), asyncio.create_task(view.run())]
+    try:
+        await asyncio.sleep(0.3)
+        assert not any(t.done() for t in tasks)
+        assert not view.healthy
+        await redis_client.delete(queue.keys.config)
+        await asyncio.sleep(0.5)
+        state = await queue.read()
+        assert state is not None and state.frontier == 5
+        assert view.healthy
+    finally:
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)

@@ -61,13 +61,39 @@ async def test_reuses_connections_and_reads_both_framings() -> None:
 
 async def test_a_restarted_upstream_is_retried_on_a_fresh_connection() -> None:
     port = free_port()
-    upstream = Upstream(f"http://127.0.0.1:{port}", pool_size=2)
+    upstream = Upstream(f"http://127.0.0.1:{port}", pool_size=4)
     async with serving(echo, port):
-        assert (await upstream.request("GET", "/a", [])).status == 201
-    # The pooled connection is now dead; the server comes back on the same port.
+        answers = await asyncio.gather(*(upstream.request("GET", "/a", []) for _ in range(4)))
+        assert all(a.status == 201 for a in answers)
+    # Every pooled connection is now dead; the server comes back on the same port.
     async with serving(echo, port):
-        assert (await upstream.request("GET", "/b", [])).body == b"GET /b "
+        for path in ("/b", "/c", "/d", "/e"):
+            answer = await upstream.request("GET", path, [])
+            assert answer.body == b"GET " + path.encode() + b" "
     await upstream.close()
+
+
+async def test_waiting_for_a_free_connection_is_bounded() -> None:
+    async def slow(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] == "http":
+            await asyncio.sleep(0.8)
+            await send(
+                {
+                    "type": "http.response.start",
+                    "status": 200,
+                    "headers": [(b"content-length", b"2")],
+                }
+            )
+            await send({"type": "http.response.body", "body": b"ok"})
+
+    async with serving(slow) as server:
+        upstream = Upstream(server.url, pool_size=1, connect_timeout_s=0.3)
+        results = await asyncio.gather(
+            *(upstream.request("GET", "/", []) for _ in range(3)), return_exceptions=True
+        )
+        assert sum(1 for r in results if isinstance(r, UpstreamError)) == 2
+        assert "connections busy" in str(next(r for r in results if isinstance(r, Exception)))
+        await upstream.close()
 
 
 async def test_down_or_slow_upstream_is_an_upstream_error() -> None:

@@ -55,7 +55,12 @@ class Pacer:
 
     async def run(self) -> None:
         while True:
-            await self.step()
+            try:
+                await self.step()
+            except Exception:
+                # A pacer that dies freezes the line for good: log, back off, go on.
+                log.exception("waitroom: pacer step failed")
+                self.holder = False
             if self.holder:
                 await asyncio.sleep(self.settings.pacer_tick_s)
             else:

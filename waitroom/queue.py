@@ -23,15 +23,10 @@ from waitroom.keys import RoomKeys
 
 T = TypeVar("T")
 
-_TRANSPORT_ERRORS = (
-    redis.exceptions.ConnectionError,
-    redis.exceptions.TimeoutError,
-    redis.exceptions.BusyLoadingError,
-    # A server that refuses writes (maxmemory, read-only replica) is as good as down.
-    redis.exceptions.ReadOnlyError,
-    redis.exceptions.OutOfMemoryError,
-    OSError,
-)
+# Every Redis error counts as "unavailable", not only a dropped connection: BUSY,
+# MISCONF, MASTERDOWN, TRYAGAIN, OOM and READONLY all arrive as error replies, and
+# the line must survive them as it survives an outage.
+_TRANSPORT_ERRORS = (redis.exceptions.RedisError, OSError)
 
 
 def connect(url: str, *, max_connections: int = 64) -> aioredis.Redis:

@@ -6,10 +6,11 @@ forwarding could never keep up with the backend it protects. This client does on
 what the hop needs (one host, requests with a Content-Length, answers with a
 Content-Length or chunked) over a pool of asyncio streams, in a few tens of µs.
 
-Faults (cannot connect, timeouts, a connection dropped, a malformed answer) raise
-``UpstreamError``. A request sent on a pooled connection that the backend had
-already closed is retried once on a fresh one: the forwarded routes are lookups,
-safe to repeat.
+Faults (cannot connect, no free connection, timeouts, a connection dropped, a
+malformed answer) raise ``UpstreamError``, and a connection in an unknown state is
+never pooled again. A request sent on a pooled connection that the backend had
+already closed is retried once on a new connection: the forwarded routes are
+lookups, safe to repeat.
 """
 
 from __future__ import annotations
@@ -59,6 +60,7 @@ class Upstream:
         self._idle: deque[_Conn] = deque()
         # Bounds open connections: a spike waits here rather than flooding the backend.
         self._slots = asyncio.Semaphore(pool_size)
+        self._size = pool_size
 
     async def request(
         self,
@@ -76,30 +78,67 @@ class Upstream:
             head.append(name + b": " + value + b"\r\n")
         head.append(b"\r\n")
         raw = b"".join(head) + body
-        async with self._slots:
-            for attempt in (0, 1):
-                reused = bool(self._idle)
-                conn = self._idle.pop() if reused else await self._connect()
-                try:
-                    async with asyncio.timeout(self.read_timeout_s):
-                        response, keep = await self._exchange(conn, raw)
-                except _StaleConnection as exc:
-                    _close(conn)
-                    if reused and attempt == 0:
-                        continue
+        try:
+            # Waiting for a free connection counts against the student's patience too.
+            async with asyncio.timeout(self.connect_timeout_s):
+                await self._slots.acquire()
+        except TimeoutError as exc:
+            raise UpstreamError(
+                f"all {self._size} connections busy for {self.connect_timeout_s:g}s"
+            ) from exc
+        try:
+            conn, reused = self._pooled(), True
+            if conn is None:
+                conn, reused = await self._connect(), False
+            try:
+                return await self._send(conn, raw)
+            except _StaleConnection as exc:
+                if not reused:
                     raise UpstreamError(f"connection closed by upstream: {exc}") from exc
-                except TimeoutError as exc:
-                    _close(conn)
-                    raise UpstreamError(f"no answer within {self.read_timeout_s:g}s") from exc
-                except (OSError, ValueError, asyncio.IncompleteReadError) as exc:
-                    _close(conn)
-                    raise UpstreamError(f"{type(exc).__name__}: {exc}") from exc
-                if keep:
-                    self._idle.append(conn)
-                else:
-                    _close(conn)
-                return response
-        raise AssertionError("unreachable")  # pragma: no cover
+            # The backend closed an idle connection (keep-alive timeout, restart): the
+            # others in the pool are likely dead too, so retry once on a new one.
+            self._drop_idle()
+            try:
+                return await self._send(await self._connect(), raw)
+            except _StaleConnection as exc:
+                raise UpstreamError(f"connection closed by upstream: {exc}") from exc
+        finally:
+            self._slots.release()
+
+    def _pooled(self) -> _Conn | None:
+        while self._idle:
+            conn = self._idle.pop()
+            if not conn[0].at_eof() and not conn[1].is_closing():
+                return conn
+            _close(conn)
+        return None
+
+    def _drop_idle(self) -> None:
+        while self._idle:
+            _close(self._idle.pop())
+
+    async def _send(self, conn: _Conn, raw: bytes) -> UpstreamResponse:
+        """One exchange on ``conn``; the connection goes back to the pool only if clean."""
+        try:
+            async with asyncio.timeout(self.read_timeout_s):
+                response, keep = await self._exchange(conn, raw)
+        except _StaleConnection:
+            _close(conn)
+            raise
+        except TimeoutError as exc:
+            _close(conn)
+            raise UpstreamError(f"no answer within {self.read_timeout_s:g}s") from exc
+        except Exception as exc:
+            _close(conn)
+            raise UpstreamError(f"{type(exc).__name__}: {exc}") from exc
+        except BaseException:  # cancelled mid-exchange: the connection is in an unknown state
+            _close(conn)
+            raise
+        if keep:
+            self._idle.append(conn)
+        else:
+            _close(conn)
+        return response
 
     async def _connect(self) -> _Conn:
         try:
@@ -122,7 +161,7 @@ class Upstream:
             raise
         except asyncio.LimitOverrunError as exc:
             raise ValueError("response head too large") from exc
-        except ConnectionResetError as exc:
+        except (ConnectionResetError, BrokenPipeError) as exc:
             raise _StaleConnection(str(exc)) from exc
         if len(head) > _MAX_HEADER_BYTES:
             raise ValueError("response head too large")
@@ -150,8 +189,17 @@ class Upstream:
             if length > _MAX_BODY_BYTES:
                 raise ValueError(f"response body too large: {length} bytes")
             body = await reader.readexactly(length)
-        else:
-            body = await reader.read(_MAX_BODY_BYTES)
+        elif status in (204, 304) or 100 <= status < 200:
+            body = b""
+        else:  # delimited by the connection's close
+            body = await reader.read(_MAX_BODY_BYTES + 1)
+            while body and len(body) <= _MAX_BODY_BYTES:
+                more = await reader.read(_MAX_BODY_BYTES + 1 - len(body))
+                if not more:
+                    break
+                body += more
+            if len(body) > _MAX_BODY_BYTES:
+                raise ValueError("response body too large")
             keep = False
         return UpstreamResponse(status, headers, body), keep
 

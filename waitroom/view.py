@@ -109,9 +109,13 @@ class RoomView:
         self._render_public_state()
 
     async def run(self) -> None:
-        """Refresh forever (until cancelled)."""
+        """Refresh forever (until cancelled); a failed refresh never ends the loop."""
         while True:
-            await self.refresh()
+            try:
+                await self.refresh()
+            except Exception:
+                log.exception("waitroom: refreshing the room's view failed")
+                self.healthy = False
             await asyncio.sleep(self.settings.refresh_interval_s)
 
     # -- estimates --------------------------------------------------------------

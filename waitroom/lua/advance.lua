@@ -44,11 +44,12 @@ local max_active = tonumber(cfg[2]) or tonumber(ARGV[4])
 local paused = cfg[3] == '1'
 local mode = cfg[4] or 'queue'
 
-local elapsed = math.max(0, now - last_ms)
-credit = credit + rate * elapsed / 1000
--- One second of credit at most: an idle room may admit a small burst at once,
--- never a flood.
+-- One second of credit at most, capped before it is spent: an idle room, or a
+-- pacer back after a gap (a takeover, a Redis outage), admits a small burst at
+-- once, never a flood.
 local burst = math.max(1, rate)
+local elapsed = math.max(0, now - last_ms)
+credit = math.min(credit + rate * elapsed / 1000, burst)
 
 redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now)
 local active = redis.call('ZCARD', KEYS[2])
@@ -78,10 +79,9 @@ if advanced > 0 then
   redis.call('HINCRBY', KEYS[1], 'admitted', advanced)
   redis.call('EXPIRE', KEYS[2], ARGV[6])
 end
-if credit > burst then credit = burst end
 if paused or mode == 'queue-all' then credit = 0 end
 
 redis.call('HSET', KEYS[1], 'frontier', frontier, 'credit', tostring(credit),
-  'last_ms', now, 'active', active, 'rate', tostring(rate))
+  'last_ms', now, 'active', active)
 redis.call('EXPIRE', KEYS[1], ARGV[6])
 return {1, frontier, seq, advanced, active}
