@@ -45,7 +45,10 @@
   function poll() {
     var url = near(lastAhead, lastRate) ? "/status" : "/queue/state";
     fetch(url, { credentials: "same-origin", headers: { Accept: "application/json" } })
-      .then(function (r) { return r.json(); })
+      .then(function (r) {
+        if (!r.ok && r.status !== 202) throw r;
+        return r.json();
+      })
       .then(function (j) {
         if (url === "/status") {
           if (j.state === "ready" || j.state === "admitted") {
@@ -58,14 +61,18 @@
           show(j.ahead, j.eta_range_s ? range(j.eta_range_s[0], j.eta_range_s[1]) : d.etaPaused, j);
           next(j.retry_after_s);
         } else {
+          if (typeof j.frontier !== "number") throw j;
+          // Another line (Redis came back empty): the server will explain and re-place.
+          if (j.epoch !== d.epoch) { location.reload(); return; }
           lastRate = j.rate;
           lastAhead = Math.max(0, position - j.frontier - 1);
           if (position <= j.frontier) { location.reload(); return; }
-          show(lastAhead, eta(lastAhead, j.rate, j.paused), { paused: j.paused });
+          show(lastAhead, eta(lastAhead, j.rate, j.paused), { paused: j.paused, reconnecting: j.stale });
           next(Math.min(60, Math.max(2, lastAhead / Math.max(j.rate, 0.001) / 4)));
         }
       })
       .catch(function () {
+        // Never a tight loop: an error answer waits as long as an outage would.
         $("reconnecting").hidden = false;
         next(10);
       });

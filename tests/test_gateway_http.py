@@ -386,6 +386,8 @@ async def test_redis_restart_mid_queue_keeps_places(backend: Server) -> None:
                 during = await status(s, gw.url)
                 assert during["position"] == before["position"]
                 assert during["reconnecting"] is True
+                async with s.get(gw.url + "/queue/state") as response:
+                    assert (await response.json())["stale"] is True
                 async with student() as newcomer:
                     async with newcomer.get(gw.url + "/") as response:
                         assert response.status == 503
@@ -484,3 +486,38 @@ async def test_waiting_status_code_is_configurable(gateway: GatewayFactory) -> N
         async with student() as s, s.get(gw.url + "/") as response:
             assert response.status == 429
             assert "You are in line" in await response.text()
+
+
+async def test_a_ticket_is_traded_for_a_pass_only_once(gateway: GatewayFactory) -> None:
+    async with gateway(rate=0.5) as gw, student() as first, student() as owner:
+        await wait_for_credit(gw.url)
+        await join(first, gw.url)  # takes the only credit
+        _, waiting = await join(owner, gw.url)
+        ticket = {c.key: c.value for c in owner.cookie_jar}[TICKET_COOKIE]
+        deadline = time.monotonic() + 10
+        while (await status(owner, gw.url))["state"] != "ready":
+            assert time.monotonic() < deadline
+            await asyncio.sleep(0.1)
+        async with owner.get(gw.url + "/") as response:
+            assert response.status == 200
+        assert PASS_COOKIE in {c.key for c in owner.cookie_jar}
+        # A copy of the spent ticket, kept or shared, buys no second pass.
+        async with student() as copy:
+            copy.cookie_jar.update_cookies({TICKET_COOKIE: ticket})
+            async with copy.get(gw.url + "/", headers=JSON) as response:
+                body = await response.json()
+            assert response.status == 202 and body["notice"] == "rejected_spent"
+            assert body["position"] > waiting["position"]
+            assert PASS_COOKIE not in {c.key for c in copy.cookie_jar}
+
+
+def test_settings_never_show_secrets() -> None:
+    settings = make_settings("redis://127.0.0.1:6379/0")
+    assert TEST_KEYS[0] not in repr(settings) and BACKEND_KEYS[0] not in repr(settings)
+
+
+def test_every_message_exists_in_every_language() -> None:
+    from waitroom.i18n import LANGUAGES, MESSAGES
+
+    keys = {lang: set(MESSAGES[lang]) for lang in LANGUAGES}
+    assert keys["en"] == keys["hi"]

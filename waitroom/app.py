@@ -28,7 +28,7 @@ from werkzeug.exceptions import HTTPException
 from waitroom.assets import Assets
 from waitroom.config import Settings
 from waitroom.errors import BackendUnavailable, StoreUnavailable
-from waitroom.fastpath import BACKEND_FAULT, SECURITY_HEADERS, FastPath
+from waitroom.fastpath import BACKEND_FAULT, MAX_BODY, SECURITY_HEADERS, FastPath, wants_json
 from waitroom.forward import Forwarder
 from waitroom.i18n import LANGUAGE_NAMES, LANGUAGES, MESSAGES, pick_language
 from waitroom.pacer import Pacer
@@ -40,7 +40,6 @@ from waitroom.view import RoomView
 log = logging.getLogger(__name__)
 
 LANG_COOKIE = "wr_lang"
-MAX_BODY = 16 * 1024
 # The routes that reach the lookup backend once admitted.
 FORWARDED = {("GET", "/"), ("POST", "/result"), ("POST", "/api/result")}
 
@@ -209,9 +208,12 @@ async def _admit_then_forward(
             notice = notice or f"rejected_{exc.reason}"
         else:
             now = standing(ticket, services.view)
-            if now.ready and forward:
-                return await _admit(services, ticket, as_json)
-            return await _waiting(services, ticket, now, as_json, notice)
+            if not (now.ready and forward):
+                return await _waiting(services, ticket, now, as_json, notice)
+            admitted = await _admit(services, ticket, as_json)
+            if admitted is not None:
+                return admitted
+            notice = "rejected_spent"
 
     try:
         joined = await services.queue.join()
@@ -228,7 +230,9 @@ async def _admit_then_forward(
 
     ticket, token = signer.issue_ticket(joined.position, joined.epoch, joined.frontier)
     if joined.admitted and forward:
-        return await _admit(services, ticket, as_json)
+        admitted = await _admit(services, ticket, as_json)
+        if admitted is not None:  # a brand-new ticket is never spent
+            return admitted
     now = standing(ticket, services.view)
     response = await _waiting(services, ticket, now, as_json, notice)
     _set_cookie(response, TICKET_COOKIE, token, services.settings.ticket_ttl_s, services)
@@ -236,12 +240,22 @@ async def _admit_then_forward(
     return response
 
 
-async def _admit(services: Services, ticket: Ticket, as_json: bool) -> Response:
+async def _admit(services: Services, ticket: Ticket, as_json: bool) -> Response | None:
     """Trade an admitted ticket for a pass, then forward this very request.
 
-    A JSON client asking ``GET /`` gets the news as JSON instead of the backend's
-    HTML form: it goes on with ``POST /api/result``.
+    A ticket is traded once: a copy kept or shared after its owner got a pass gets
+    None here (the caller gives a new place). A JSON client asking ``GET /`` gets
+    the news as JSON instead of the backend's HTML form: it goes on with
+    ``POST /api/result``.
     """
+    try:
+        first = await services.queue.spend(ticket.id)
+    except StoreUnavailable as exc:
+        # Fail open: a student who reached the front is never stranded by an outage.
+        log.warning("waitroom: %s; ticket exchanged unchecked", exc)
+        first = True
+    if not first:
+        return None
     _, token = services.signer.issue_pass(ticket.id, ticket.epoch)
     if as_json and request.method == "GET":
         response = _admitted_json()
@@ -320,10 +334,7 @@ def _language() -> str:
 
 
 def _wants_json() -> bool:
-    accept = request.headers.get("Accept", "")
-    return request.path.startswith(("/api/", "/status")) or (
-        "application/json" in accept and "text/html" not in accept
-    )
+    return request.path.startswith(("/api/", "/status")) or wants_json(request.scope["headers"])
 
 
 def _admitted_json() -> Response:

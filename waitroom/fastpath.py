@@ -12,6 +12,8 @@ and the pages; a request whose body was already read is replayed to it.
 from __future__ import annotations
 
 import json
+import logging
+from collections.abc import Iterable
 
 from waitroom.assets import IMMUTABLE, Assets
 from waitroom.errors import BackendUnavailable
@@ -20,6 +22,8 @@ from waitroom.rawasgi import ASGIApp, ClientGone, Message, Receive, Scope, Send,
 from waitroom.standing import standing
 from waitroom.tickets import PASS_COOKIE, TICKET_COOKIE, TicketRejected, TicketSigner
 from waitroom.view import RoomView
+
+log = logging.getLogger(__name__)
 
 _JSON = b"application/json"
 _TICKET = TICKET_COOKIE.encode()
@@ -39,11 +43,18 @@ SECURITY_HEADERS: tuple[tuple[bytes, bytes], ...] = (
     ),
 )
 _NO_STORE = b"no-store"
+_CALM_503 = (
+    b'<!doctype html><html lang="en"><meta charset="utf-8">'
+    b'<meta name="viewport" content="width=device-width, initial-scale=1">'
+    b'<meta http-equiv="refresh" content="5"><title>Please wait</title>'
+    b"<p>Please wait: this page retries by itself in a few seconds. "
+    b"Your place in line is kept.</p></html>"
+)
 # Short enough that a CDN's copy lags the frontier by about one refresh.
 _STATE_CACHE = b"public, max-age=1, stale-while-revalidate=2"
 
 
-def cookie(headers: list[tuple[bytes, bytes]], name: bytes) -> str | None:
+def cookie(headers: Iterable[tuple[bytes, bytes]], name: bytes) -> str | None:
     for key, value in headers:
         if key == b"cookie":
             for part in value.split(b";"):
@@ -53,14 +64,14 @@ def cookie(headers: list[tuple[bytes, bytes]], name: bytes) -> str | None:
     return None
 
 
-def header(headers: list[tuple[bytes, bytes]], name: bytes) -> bytes | None:
+def header(headers: Iterable[tuple[bytes, bytes]], name: bytes) -> bytes | None:
     for key, value in headers:
         if key == name:
             return value
     return None
 
 
-def wants_json(headers: list[tuple[bytes, bytes]]) -> bool:
+def wants_json(headers: Iterable[tuple[bytes, bytes]]) -> bool:
     accept = header(headers, b"accept") or b""
     return b"application/json" in accept and b"text/html" not in accept
 
@@ -81,32 +92,51 @@ class FastPath:
         self.forwarder = forwarder
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http":
-            method, path = scope["method"], scope["path"]
-            if method in ("GET", "HEAD"):
-                if path == "/status":
-                    if await self._status(scope, send):
-                        return
-                elif path == "/queue/state":
-                    await self._state(scope, send)
-                    return
-                elif path.startswith("/static/"):
-                    await self._static(scope, send, path[len("/static/") :])
-                    return
-                elif (
-                    path == "/"
-                    and method == "GET"
-                    and not wants_json(scope["headers"])
-                    and await self._forward(scope, receive, send)
-                ):
-                    return
-            elif (
-                method == "POST"
-                and path in FORWARDED_POSTS
-                and await self._forward(scope, receive, send)
-            ):
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = False
+
+        async def tracked(message: Message) -> None:
+            nonlocal started
+            started = True
+            await send(message)
+
+        try:
+            if await self._handle(scope, receive, tracked):
                 return
+        except Exception:
+            # Quart has its own last line of defence; this is the lean layer's.
+            log.exception("waitroom: lean layer failed on %s %s", scope["method"], scope["path"])
+            if not started:
+                await _respond(
+                    scope,
+                    send,
+                    503,
+                    _CALM_503,
+                    b"text/html; charset=utf-8",
+                    [(b"retry-after", b"5"), (b"cache-control", _NO_STORE)],
+                )
+            return
         await self.app(scope, receive, send)
+
+    async def _handle(self, scope: Scope, receive: Receive, send: Send) -> bool:
+        """Answer the request here; False when Quart should (nothing was sent)."""
+        method, path = scope["method"], scope["path"]
+        if method in ("GET", "HEAD"):
+            if path == "/status":
+                return await self._status(scope, send)
+            if path == "/queue/state":
+                await self._state(scope, send)
+                return True
+            if path.startswith("/static/"):
+                await self._static(scope, send, path[len("/static/") :])
+                return True
+            if path == "/" and method == "GET" and not wants_json(scope["headers"]):
+                return await self._forward(scope, receive, send)
+        elif method == "POST" and path in FORWARDED_POSTS:
+            return await self._forward(scope, receive, send)
+        return False
 
     async def _forward(self, scope: Scope, receive: Receive, send: Send) -> bool:
         """Forward an admitted student's request; False to let Quart handle it."""

@@ -36,6 +36,8 @@ MESSAGES: dict[str, dict[str, str]] = {
         "new place at the end of the line.",
         "rejected_expired": "Your queue ticket had expired, so you have a new place "
         "at the end of the line.",
+        "rejected_spent": "Your queue ticket was already used to see results, so you "
+        "have a new place at the end of the line.",
         "pass_expired": "Your time to view results ran out, so you are back in line. "
         "It will not take long.",
         "title_busy": "The result service is busy",
@@ -75,6 +77,8 @@ MESSAGES: dict[str, dict[str, str]] = {
         "नया स्थान दिया गया है।",
         "rejected_expired": "आपके कतार टिकट की अवधि समाप्त हो गई थी, इसलिए आपको कतार के "
         "अंत में नया स्थान दिया गया है।",
+        "rejected_spent": "आपका कतार टिकट परिणाम देखने के लिए पहले ही इस्तेमाल हो चुका है, "
+        "इसलिए आपको कतार के अंत में नया स्थान दिया गया है।",
         "pass_expired": "परिणाम देखने का आपका समय समाप्त हो गया, इसलिए आप फिर से कतार में "
         "हैं। ज़्यादा देर नहीं लगेगी।",
         "title_busy": "परिणाम सेवा व्यस्त है",

@@ -3,7 +3,8 @@
 All keys of one room share the hash tag ``{<room>}`` so they live in one Redis
 Cluster slot and a Lua script may touch them together. Each key is bounded: the
 state and active set carry a TTL refreshed on write (and the active set holds at
-most ``max_active`` members), the lease a PX expiry, the config a fixed set of fields.
+most ``max_active`` members), the lease a PX expiry, the config a fixed set of fields,
+a spent-ticket marker the ticket's own lifetime.
 """
 
 from __future__ import annotations
@@ -41,3 +42,7 @@ class RoomKeys:
     def lease(self) -> str:
         """String: id of the gateway worker that holds the pacer lease (PX expiry)."""
         return f"{self._tag}:pacer"
+
+    def spent(self, ticket_id: str) -> str:
+        """String: marks a ticket already traded for a pass (EX: the ticket's lifetime)."""
+        return f"{self._tag}:spent:{ticket_id}"

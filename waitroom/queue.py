@@ -158,6 +158,13 @@ class Queue:
         )
         return bool(created)
 
+    async def spend(self, ticket_id: str) -> bool:
+        """Mark a ticket as traded for a pass; False when it already was."""
+        key = self.keys.spent(ticket_id)
+        ttl = self.settings.ticket_ttl_s
+        done = await self._call("spend ticket", lambda: self.client.set(key, 1, nx=True, ex=ttl))
+        return bool(done)
+
     async def read(self) -> RoomState | None:
         """The room's state in one round trip; None when Redis holds none."""
         k = self.keys

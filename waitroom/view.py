@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import math
 import time
 from collections import deque
 from dataclasses import dataclass
@@ -28,6 +29,9 @@ log = logging.getLogger(__name__)
 RATE_WINDOW_S = 30.0
 # Less history than this and the configured rate is the better estimate.
 RATE_MIN_SPAN_S = 5.0
+# A worker that never saw the line waits this long after Redis returns before it
+# starts a new line in an empty Redis (see ``restore``).
+RESTORE_GRACE_S = 5.0
 
 
 @dataclass(frozen=True)
@@ -50,7 +54,9 @@ class RoomView:
         self.state: RoomState | None = None
         self.healthy = False
         self.updated_at = 0.0  # wall clock of the last successful read
-        self._samples: deque[tuple[float, int, int]] = deque()  # (monotonic, admitted, waiting)
+        # (monotonic, admitted, waiting, seq) per successful read
+        self._samples: deque[tuple[float, int, int, int]] = deque()
+        self._unreachable_seen_at: float | None = None
         self.state_body = b"{}"
         self.state_etag = '"0"'
         self._outage_logged = False
@@ -64,12 +70,16 @@ class RoomView:
                 await self.restore()
                 state = await self.queue.read()
         except StoreUnavailable as exc:
+            if self.healthy and self.state is not None:
+                self.healthy = False
+                self._render_public_state()  # tell pollers the numbers are frozen
             self.healthy = False
+            self._unreachable_seen_at = time.monotonic()
             if not self._outage_logged:
                 log.warning("waitroom: %s; serving last known state", exc)
                 self._outage_logged = True
             return self.state
-        if state is None:  # pragma: no cover - init just ran; only a racing FLUSHALL
+        if state is None:  # waiting for a worker that remembers the line (restore)
             return self.state
         if self._outage_logged:
             log.warning("waitroom: redis reachable again")
@@ -85,25 +95,48 @@ class RoomView:
         """
         last = self.state
         if last is None:
+            # This worker never saw the line. If Redis was unreachable until just now,
+            # it may have come back empty: give workers that remember the line a
+            # moment to restore it rather than start a new one that voids every ticket.
+            since = self._unreachable_seen_at
+            if since is not None and time.monotonic() - since < RESTORE_GRACE_S:
+                return
             created = await self.queue.init()
         else:
-            created = await self.queue.init(last.seq, last.frontier, last.epoch)
+            # Places issued since our last read are unknown: skip past them rather
+            # than hand any place out twice.
+            seq = last.seq + self._slack()
+            created = await self.queue.init(seq, last.frontier, last.epoch)
         if created and last is not None:
             log.warning(
                 "waitroom: room %r had no state in redis; restored seq=%d frontier=%d",
                 self.settings.room,
-                last.seq,
+                seq,
                 last.frontier,
             )
 
+    def _slack(self) -> int:
+        """Places that may have been issued between our last read and the reset."""
+        if len(self._samples) < 2:
+            return 10
+        t0, _, _, seq0 = self._samples[0]
+        t1, _, _, seq1 = self._samples[-1]
+        joins_per_s = max(0.0, (seq1 - seq0) / max(t1 - t0, 0.001))
+        return 10 + math.ceil(joins_per_s * 2 * self.settings.refresh_interval_s)
+
     def _observe(self, state: RoomState) -> None:
         now = time.monotonic()
-        if self.state is not None and state.epoch != self.state.epoch:
+        previous = self.state
+        # A new line, or a restored one whose admission count started again at 0:
+        # the old samples would measure a negative rate.
+        if previous is not None and (
+            state.epoch != previous.epoch or state.admitted < previous.admitted
+        ):
             self._samples.clear()
         self.state = state
         self.healthy = True
         self.updated_at = time.time()
-        self._samples.append((now, state.admitted, state.waiting))
+        self._samples.append((now, state.admitted, state.waiting, state.seq))
         while self._samples and now - self._samples[0][0] > RATE_WINDOW_S:
             self._samples.popleft()
         self._render_public_state()
@@ -138,12 +171,13 @@ class RoomView:
             return 0.0
         capacity = self.capacity_rate()
         if len(self._samples) >= 2:
-            t0, admitted0, waiting0 = self._samples[0]
-            t1, admitted1, _ = self._samples[-1]
+            t0, admitted0, waiting0, _ = self._samples[0]
+            t1, admitted1, _, _ = self._samples[-1]
             span = t1 - t0
             # Only a window with a line throughout says how fast the line moves;
-            # an idle room admits at the arrival rate, which says nothing.
-            if span >= RATE_MIN_SPAN_S and waiting0 > 0:
+            # an idle room admits at the arrival rate, which says nothing. A line
+            # that did not move at all (the cap full) is no news either.
+            if span >= RATE_MIN_SPAN_S and waiting0 > 0 and admitted1 > admitted0:
                 return min((admitted1 - admitted0) / span, capacity * 1.05)
         return capacity
 
@@ -185,6 +219,8 @@ class RoomView:
             "waiting": s.waiting,
             "rate": rate,
             "paused": s.paused or s.mode == "queue-all",
+            # Frozen numbers while Redis is unreachable: the page says "reconnecting".
+            "stale": not self.healthy,
         }
         self.state_body = json.dumps(body, separators=(",", ":")).encode()
-        self.state_etag = f'"{s.epoch}-{s.frontier}-{s.seq}-{rate}"'
+        self.state_etag = f'"{s.epoch}-{s.frontier}-{s.seq}-{rate}-{int(self.healthy)}"'
