@@ -57,6 +57,7 @@ class RoomView:
         # (monotonic, admitted, waiting, seq) per successful read
         self._samples: deque[tuple[float, int, int, int]] = deque()
         self._unreachable_seen_at: float | None = None
+        self._rate = self.capacity_rate()
         self.state_body = b"{}"
         self.state_etag = '"0"'
         self._outage_logged = False
@@ -139,6 +140,7 @@ class RoomView:
         self._samples.append((now, state.admitted, state.waiting, state.seq))
         while self._samples and now - self._samples[0][0] > RATE_WINDOW_S:
             self._samples.popleft()
+        self._rate = self._measure_rate()
         self._render_public_state()
 
     async def run(self) -> None:
@@ -161,9 +163,11 @@ class RoomView:
         return min(rate, cap / self.settings.active_window_s)
 
     def admission_rate(self) -> float:
-        """People per second that the line moves at now, for estimates.
+        """People per second that the line moves at now (worked out once per refresh)."""
+        return self._rate
 
-        The achieved rate over the last half minute while people were waiting, else
+    def _measure_rate(self) -> float:
+        """The achieved rate over the last half minute while people were waiting, else
         what the room can sustain; zero while admission is paused.
         """
         s = self.state
