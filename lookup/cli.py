@@ -66,6 +66,7 @@ def register(commands: argparse._SubParsersAction) -> None:  # type: ignore[type
         help=f"admission keys, comma-separated, newest first (default: ${_SECRET_ENV})",
     )
     p.add_argument("--server", choices=server.SERVERS, default="hypercorn")
+    p.add_argument("--workers", type=int, default=1, help="worker processes (default 1)")
     p.set_defaults(run=_run_serve)
 
 
@@ -101,5 +102,6 @@ def _run_serve(args: argparse.Namespace) -> int:
         host=args.host,
         port=args.port,
         server=args.server,
+        workers=args.workers,
     )
     return 0

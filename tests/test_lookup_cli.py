@@ -44,3 +44,66 @@ def test_import_of_a_missing_file_is_a_clean_error(
     code = main(["lookup", "import", str(tmp_path / "nope.csv"), "--db", str(tmp_path / "r")])
     assert code == 2
     assert "cannot read" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("server", ["hypercorn", "granian"])
+def test_serve_runs_workers_and_checks_admission(tmp_path: Path, server: str) -> None:
+    import json
+    import os
+    import subprocess
+    import sys
+    import time
+    import urllib.error
+    import urllib.request
+
+    from lookup.admission import HEADER, AdmissionSigner
+    from tests.servers import free_port
+
+    out, db = tmp_path / "s.csv", tmp_path / "r.sqlite3"
+    assert main(["lookup", "sample", "--students", "50", "--out", str(out)]) == 0
+    assert main(["lookup", "import", str(out), "--db", str(db)]) == 0
+    port, secret = free_port(), "serve-test-secret-0123456789"
+    env = {**os.environ, "WAITROOM_BACKEND_SECRET": secret}
+    command = [
+        sys.executable,
+        "-m",
+        "waitroom",
+        "lookup",
+        "serve",
+        "--db",
+        str(db),
+        "--port",
+        str(port),
+        "--server",
+        server,
+        "--workers",
+        "2",
+    ]
+    process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    sheet = sample.candidate(sample.DEFAULT_SEED, 7)
+    body = json.dumps({"roll": sheet.roll, "dob": sheet.dob.isoformat()}).encode()
+    url = f"http://127.0.0.1:{port}/api/result"
+    try:
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=1):
+                    break
+            except OSError:
+                assert time.monotonic() < deadline, "backend did not start"
+                time.sleep(0.2)
+        unsigned = urllib.request.Request(url, body, {"Content-Type": "application/json"})
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(unsigned, timeout=5)  # noqa: S310 - loopback
+        assert refused.value.code == 403
+        refused.value.close()
+        token = AdmissionSigner([secret]).sign("results", "p")
+        signed = urllib.request.Request(
+            url, body, {"Content-Type": "application/json", HEADER: token}
+        )
+        with urllib.request.urlopen(signed, timeout=5) as answer:  # noqa: S310 - loopback
+            assert json.loads(answer.read())["name"] == sheet.name
+    finally:
+        process.terminate()
+        _, stderr = process.communicate(timeout=20)
+    assert b"Traceback" not in stderr

@@ -25,16 +25,18 @@ def run(
     workers: int = 1,
     backlog: int = 2048,
     server: str = "hypercorn",
+    factory: bool = False,
 ) -> int:
+    """Serve ``target`` ("module:attribute"; with ``factory``, a function to call)."""
     if server == "granian":
-        return _run_granian(target, host, port, workers, backlog)
+        return _run_granian(target, host, port, workers, backlog, factory)
     if server != "hypercorn":
         raise ConfigError("--server", server, f"must be one of {', '.join(SERVERS)}")
     from hypercorn.config import Config
     from hypercorn.run import run as hypercorn_run
 
     config = Config()
-    config.application_path = target
+    config.application_path = target + "()" if factory else target
     config.bind = [f"{host}:{port}"]
     config.workers = workers
     config.backlog = backlog
@@ -49,7 +51,9 @@ def run(
     return result
 
 
-def _run_granian(target: str, host: str, port: int, workers: int, backlog: int) -> int:
+def _run_granian(
+    target: str, host: str, port: int, workers: int, backlog: int, factory: bool
+) -> int:
     try:
         from granian import Granian
         from granian.constants import Interfaces
@@ -64,6 +68,7 @@ def _run_granian(target: str, host: str, port: int, workers: int, backlog: int) 
         interface=Interfaces.ASGI,
         workers=workers,
         backlog=backlog,
+        factory=factory,
         log_access=False,
     ).serve()
     return 0
