@@ -222,3 +222,21 @@ async def test_a_worker_that_never_saw_the_line_lets_one_that_did_restore_it() -
         finally:
             await veteran_client.aclose()
             await newcomer_client.aclose()
+
+
+async def test_a_simulated_clock_drives_pacing_instead_of_redis_time(
+    redis_client: aioredis.Redis, redis_url: str
+) -> None:
+    # `stress simulate` replays hours of a release in seconds through these scripts.
+    queue = Queue(redis_client, make_settings(redis_url, rate=100.0, max_active=10**6))
+    t0 = 1_000_000_000_000
+    await queue.init(now_ms=t0)
+    for _ in range(1000):
+        await queue.join(now_ms=t0)
+    admitted = 0
+    for step in range(1, 6):  # five simulated seconds, no real time passes
+        tick = await queue.tick("sim", now_ms=t0 + step * 1000)
+        assert tick is not None and tick.holder
+        admitted += tick.advanced
+    assert admitted == 500
+    assert tick.frontier == 500

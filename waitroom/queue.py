@@ -107,14 +107,17 @@ class Queue:
         except _TRANSPORT_ERRORS as exc:
             raise StoreUnavailable(operation, f"{type(exc).__name__}: {exc}") from exc
 
-    async def join(self) -> Joined | None:
-        """A new place in line, or None when the room has no state (call ``init``)."""
+    async def join(self, now_ms: int | None = None) -> Joined | None:
+        """A new place in line, or None when the room has no state (call ``init``).
+
+        ``now_ms`` replaces Redis's clock, for simulations (``stress simulate``).
+        """
         k = self.keys
         reply: list[Any] = await self._call(
             "join",
             lambda: self._join(
                 keys=[k.state, k.active, k.config],
-                args=[self.settings.max_active, self._active_ms, self._key_ttl],
+                args=[self.settings.max_active, self._active_ms, self._key_ttl, _clock(now_ms)],
             ),
         )
         if len(reply) == 1:
@@ -122,7 +125,7 @@ class Queue:
         position, frontier, admitted, epoch = reply
         return Joined(int(position), int(frontier), bool(admitted), _text(epoch))
 
-    async def tick(self, worker_id: str) -> Tick | None:
+    async def tick(self, worker_id: str, now_ms: int | None = None) -> Tick | None:
         """One pacer step; None when the room has no state (call ``init``)."""
         k = self.keys
         s = self.settings
@@ -137,6 +140,7 @@ class Queue:
                     s.max_active,
                     self._active_ms,
                     self._key_ttl,
+                    _clock(now_ms),
                 ],
             ),
         )
@@ -147,13 +151,19 @@ class Queue:
         _, frontier, seq, advanced, active = (int(x) for x in reply)
         return Tick(True, frontier, seq, advanced, active)
 
-    async def init(self, seq: int = 0, frontier: int = 0, epoch: str | None = None) -> bool:
+    async def init(
+        self,
+        seq: int = 0,
+        frontier: int = 0,
+        epoch: str | None = None,
+        now_ms: int | None = None,
+    ) -> bool:
         """Create the room's state if missing; True when this call created it."""
         created = await self._call(
             "init",
             lambda: self._init(
                 keys=[self.keys.state],
-                args=[seq, frontier, epoch or new_epoch(), self._key_ttl],
+                args=[seq, frontier, epoch or new_epoch(), self._key_ttl, _clock(now_ms)],
             ),
         )
         return bool(created)
@@ -192,6 +202,10 @@ class Queue:
             paused=c.get("paused") == "1",
             mode=c.get("mode", "queue"),
         )
+
+
+def _clock(now_ms: int | None) -> str:
+    return "" if now_ms is None else str(now_ms)
 
 
 def _text(value: Any) -> str:

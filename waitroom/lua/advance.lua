@@ -12,6 +12,7 @@
 -- ARGV[4]  max_active default
 -- ARGV[5]  active window, ms
 -- ARGV[6]  TTL of the state and active keys, seconds
+-- ARGV[7]  now, ms (optional: a simulated clock; empty means Redis TIME)
 --
 -- Returns {1, frontier, seq, advanced, active} for the lease holder,
 -- {0} when another worker holds the lease, {-1} when the room has no state.
@@ -28,8 +29,11 @@ if redis.call('EXISTS', KEYS[1]) == 0 then
   return {-1}
 end
 
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local now = tonumber(ARGV[7])
+if not now then
+  local t = redis.call('TIME')
+  now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
 
 local st = redis.call('HMGET', KEYS[1], 'seq', 'frontier', 'credit', 'last_ms')
 local seq = tonumber(st[1]) or 0

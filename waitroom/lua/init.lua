@@ -7,14 +7,18 @@
 -- ARGV[2]  frontier to start from
 -- ARGV[3]  epoch (identifies this line; tickets of another epoch are not honoured)
 -- ARGV[4]  TTL of the state key, seconds
+-- ARGV[5]  now, ms (optional: a simulated clock; empty means Redis TIME)
 --
 -- Returns 1 when it created the state, 0 when the state already existed.
 
 if redis.call('EXISTS', KEYS[1]) == 1 then
   return 0
 end
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local now = tonumber(ARGV[5])
+if not now then
+  local t = redis.call('TIME')
+  now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
 redis.call('HSET', KEYS[1], 'seq', ARGV[1], 'frontier', ARGV[2], 'credit', '0',
   'last_ms', now, 'epoch', ARGV[3], 'admitted', 0, 'active', 0)
 redis.call('EXPIRE', KEYS[1], ARGV[4])

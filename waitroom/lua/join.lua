@@ -6,6 +6,7 @@
 -- ARGV[1]  max_active default (used when the config hash has none)
 -- ARGV[2]  active window, ms (how long an admission counts against max_active)
 -- ARGV[3]  TTL of the state and active keys, seconds
+-- ARGV[4]  now, ms (optional: a simulated clock; empty means Redis TIME)
 --
 -- Returns {position, frontier, admitted (1|0), epoch}, or {0} when the room has no
 -- state yet (fresh or an emptied Redis): the caller runs init.lua, then retries.
@@ -17,8 +18,11 @@ if redis.call('EXISTS', KEYS[1]) == 0 then
   return {0}
 end
 
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local now = tonumber(ARGV[4])
+if not now then
+  local t = redis.call('TIME')
+  now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
 
 local position = redis.call('HINCRBY', KEYS[1], 'seq', 1)
 local st = redis.call('HMGET', KEYS[1], 'frontier', 'credit', 'epoch')
