@@ -1,0 +1,49 @@
+"""``python -m stress SCENARIO [options]``: result-day stress scenarios and benches.
+
+Scenarios (``python -m stress SCENARIO --help`` for each one's options):
+
+  seed      the seed document's load test: 700, 7,000 and 14,000 users spawned at
+            700/s, against the lookup backend alone and through waitroom
+  spike     N students within S seconds
+  release   a release-day curve: early birds, a sharp peak, a long tail
+  simulate  2,000,000 students through the real queue scripts, simulated clock
+  baseline  plaintext throughput of the server stacks, and the load generator's own
+  gateway   the gateway benchmark (python -m stress.gateway_bench)
+  lookup    the lookup backend benchmark (python -m stress.lookup_bench)
+
+Reports go to stress/reports/<scenario>-<date>/ (Markdown, JSON, PNG plots).
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+SCENARIOS = {
+    "seed": "stress.seed",
+    "spike": "stress.spike",
+    "release": "stress.spike",
+    "simulate": "stress.simulate",
+    "baseline": "stress.baseline",
+}
+BENCHES = {"gateway": "stress.gateway_bench", "lookup": "stress.lookup_bench"}
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = sys.argv[1:] if argv is None else argv
+    if not args or args[0] in ("-h", "--help"):
+        print(__doc__)
+        return 0 if args else 2
+    name, rest = args[0], args[1:]
+    if name in BENCHES:
+        bench: int = importlib.import_module(BENCHES[name]).main(rest)
+        return bench
+    if name not in SCENARIOS:
+        print(f"unknown scenario {name!r}; one of: {', '.join([*SCENARIOS, *BENCHES])}")
+        return 2
+    code: int = importlib.import_module(SCENARIOS[name]).main(name, rest)
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

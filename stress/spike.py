@@ -1,0 +1,197 @@
+"""``spike`` and ``release``: a result-day crowd through the waiting room (or not).
+
+``spike``: N students within S seconds, the burst when the result link goes out.
+``release``: a realistic curve, a few early birds, a sharp peak at the release
+minute and a long tail. Defaults are sized to a 2-core machine: the arrival rate
+at the peak is several times what the lookup backend can serve, so without a
+waiting room (``--target direct``) it is overrun.
+"""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from lookup import sample
+from stress import arrivals, plots, report
+from stress.crowd import Crowd
+from stress.run import Outcome, one
+from stress.stack import sample_db
+from stress.student import Behaviour
+
+
+def add_common(parser: argparse.ArgumentParser) -> None:
+    """Options every HTTP scenario shares."""
+    parser.add_argument("--rate", type=float, default=200.0, help="admissions per second")
+    parser.add_argument("--candidates", type=int, default=100_000, help="sample data size")
+    parser.add_argument("--app-share", type=float, default=0.25, help="JSON clients' share")
+    parser.add_argument("--abandon-share", type=float, default=0.05)
+    parser.add_argument("--impatient-share", type=float, default=0.1)
+    parser.add_argument("--patience", type=float, default=120.0, help="seconds of failures")
+    parser.add_argument("--timeout", type=float, default=30.0, help="seconds per request")
+    parser.add_argument("--deadline", type=float, default=600.0, help="after the last arrival")
+    parser.add_argument("--gateway-workers", type=int, default=1)
+    parser.add_argument("--backend-workers", type=int, default=1)
+    parser.add_argument("--server", default="hypercorn", choices=("hypercorn", "granian"))
+    parser.add_argument(
+        "--no-pin", dest="pin", action="store_false", help="do not keep servers on core 0"
+    )
+    parser.add_argument("--quiet", action="store_true", help="no live progress line")
+    parser.add_argument("--seed", type=int, default=1, help="of the crowd's random draws")
+
+
+def behaviour(args: argparse.Namespace) -> Behaviour:
+    return Behaviour(
+        patience_s=args.patience,
+        timeout_s=args.timeout,
+        app_share=args.app_share,
+        abandon_share=args.abandon_share,
+        impatient_share=args.impatient_share,
+    )
+
+
+def build_parser(scenario: str) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog=f"python -m stress {scenario}", description=__doc__)
+    parser.add_argument("--students", type=int, default=6000)
+    if scenario == "spike":
+        parser.add_argument("--within", type=float, default=10.0, help="seconds")
+    else:
+        parser.add_argument("--release-at", type=float, default=10.0, help="seconds in")
+        parser.add_argument("--tail", type=float, default=30.0, help="decay time, seconds")
+        parser.add_argument("--until", type=float, default=120.0, help="last arrival, s")
+    parser.add_argument("--target", default="waitroom", choices=("waitroom", "direct", "both"))
+    add_common(parser)
+    return parser
+
+
+def crowd_of(args: argparse.Namespace, times: list[float]) -> Crowd:
+    return Crowd(
+        arrivals=times,
+        behaviour=behaviour(args),
+        candidates=args.candidates,
+        seed=sample.DEFAULT_SEED,
+        deadline_s=args.deadline,
+        rng_seed=args.seed,
+        progress=not args.quiet,
+    )
+
+
+def outcome_row(o: Outcome) -> list[Any]:
+    s = o.summary
+    line: dict[str, Any] = s.get("rate") or {}
+    eta: dict[str, Any] = s.get("eta") or {}
+    return [
+        o.label,
+        s["students"],
+        s["got_own_marksheet"],
+        s["wrong_marksheet"],
+        s["outcomes"].get("abandoned", 0),
+        s["outcomes"].get("gave-up", 0) + s["outcomes"].get("pending", 0),
+        sum(s["bad_5xx"].values()),
+        s["timeouts"] + sum(s["errors"].values()),
+        s["time_to_result_s"].get("p50"),
+        s["time_to_result_s"].get("p90"),
+        s.get("admission_inversions"),
+        (line.get("achieved") or {}).get("per_s"),
+        line.get("configured_per_s"),
+        (eta.get("error_s") or {}).get("p50"),
+        s["loader"]["cpu_max"],
+    ]
+
+
+OUTCOME_HEADERS = [
+    "run",
+    "students",
+    "own marksheet",
+    "wrong",
+    "abandoned",
+    "gave up / unfinished",
+    "5xx (not 503 busy)",
+    "conn. errors + timeouts",
+    "to result p50 s",
+    "p90 s",
+    "inversions",
+    "admitted/s",
+    "configured/s",
+    "ETA error p50 s",
+    "loader CPU max",
+]
+
+
+def routes_table(outcomes: list[Outcome]) -> str:
+    rows = []
+    for o in outcomes:
+        for route, r in o.summary["routes"].items():
+            statuses = ", ".join(f"{k} {v}" for k, v in sorted(r["statuses"].items()))
+            latency = [r["p50_ms"], r["p90_ms"], r["p99_ms"], r["max_ms"]]
+            rows.append([o.label, route, r["count"], *latency, statuses])
+    return report.table(
+        ["run", "route", "requests", "p50 ms", "p90 ms", "p99 ms", "max ms", "statuses"], rows
+    )
+
+
+def main(scenario: str, argv: list[str]) -> int:
+    args = build_parser(scenario).parse_args(argv)
+    if scenario == "spike":
+        times = arrivals.spike(args.students, args.within, args.seed)
+        shape = f"{args.students:,} students within {args.within:g} s"
+    else:
+        times = arrivals.release(
+            args.students,
+            release_at_s=args.release_at,
+            tail_s=args.tail,
+            until_s=args.until,
+            seed=args.seed,
+        )
+        shape = (
+            f"{args.students:,} students, release at {args.release_at:g} s, "
+            f"tail {args.tail:g} s, last arrival by {args.until:g} s"
+        )
+    db = sample_db(args.candidates)
+    targets = ["direct", "waitroom"] if args.target == "both" else [args.target]
+    outcomes = [
+        one(
+            f"{scenario} {t}",
+            db,
+            crowd_of(args, times),
+            waitroom=t == "waitroom",
+            rate=args.rate,
+            pin=args.pin,
+            gateway_workers=args.gateway_workers,
+            backend_workers=args.backend_workers,
+            server=args.server,
+        )
+        for t in targets
+    ]
+    return finish(scenario, argv, shape, outcomes)
+
+
+def finish(scenario: str, argv: list[str], shape: str, outcomes: list[Outcome]) -> int:
+    head = report.header(scenario, argv)
+    summary = report.table(OUTCOME_HEADERS, [outcome_row(o) for o in outcomes])
+    routes = routes_table(outcomes)
+    markdown = f"{shape}.\n\n{summary}\n\nBy route:\n\n{routes}\n"
+    report.say()
+    report.say(markdown)
+    data = {
+        **head,
+        "shape": shape,
+        "runs": [{**o.summary, "timeline": o.timeline} for o in outcomes],
+        "server_logs": {o.label: o.logs for o in outcomes},
+    }
+    folder = report.write(scenario, data, markdown)
+    pngs = plots.draw([o.series for o in outcomes], folder, scenario)
+    report.say(f"report: {folder} ({len(pngs)} plots)")
+    return (
+        0 if all(healthy(o.summary) for o in outcomes if o.summary["target"] == "waitroom") else 1
+    )
+
+
+def healthy(s: dict[str, Any]) -> bool:
+    """What the waiting room promises: no 5xx but calm 503s, own marksheets, order."""
+    return (
+        not s["bad_5xx"]
+        and not s["wrong_marksheet"]
+        and not s.get("admission_inversions")
+        and not s.get("admitted_ahead_of_the_line")
+    )

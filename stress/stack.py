@@ -1,0 +1,202 @@
+"""The systems under test, started by the scenario itself as ``waitroom demo`` does.
+
+``Stack(db, waitroom=True)`` runs an embedded Redis, the lookup backend and the
+gateway, each server in its own process through the real CLI; ``waitroom=False``
+runs the lookup backend alone in standalone mode (the result site without a waiting
+room). Every process is stopped on exit, its workers too (own process group), and
+dies with this one. With ``pin`` the servers share core 0 and the caller keeps the
+other cores for the load generator.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+import secrets
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+from types import TracebackType
+
+from lookup import sample
+from lookup.importer import import_csv
+from stress.student import Target
+from waitroom.embedded_redis import EmbeddedRedis
+from waitroom.processes import die_with_parent
+
+ROOT = Path(__file__).resolve().parent
+CACHE = ROOT / ".cache"
+HOST = "127.0.0.1"
+SERVER_CORE = 0
+
+
+def sample_db(students: int, seed: int = sample.DEFAULT_SEED, cache: Path = CACHE) -> Path:
+    """A results database of ``students`` sample candidates, built once and cached."""
+    cache.mkdir(parents=True, exist_ok=True)
+    db = cache / f"stress-results-{students}-seed{seed}.sqlite3"
+    if not db.exists():
+        started = time.perf_counter()
+        csv_path = cache / f"stress-sample-{students}-seed{seed}.csv"
+        sample.write_csv(csv_path, students, seed)
+        import_csv(csv_path, db)
+        csv_path.unlink()
+        took = time.perf_counter() - started
+        print(f"results: {students:,} sample candidates in {took:.1f} s", file=sys.stderr)
+    return db
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind((HOST, 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+def pinning_possible() -> bool:
+    return len(os.sched_getaffinity(0)) >= 2 and SERVER_CORE in os.sched_getaffinity(0)
+
+
+class Stack:
+    def __init__(
+        self,
+        db: Path,
+        *,
+        waitroom: bool,
+        rate: float = 100.0,
+        gateway_workers: int = 1,
+        backend_workers: int = 1,
+        server: str = "hypercorn",
+        pin: bool = False,
+        active_window_s: int = 60,
+    ) -> None:
+        self.db = db
+        self.waitroom = waitroom
+        self.rate = rate
+        self.gateway_workers = gateway_workers
+        self.backend_workers = backend_workers
+        self.server = server
+        self.pin = pin and pinning_possible()
+        self.active_window_s = active_window_s
+        self._procs: list[tuple[str, subprocess.Popen[bytes]]] = []
+        self._redis: EmbeddedRedis | None = None
+        self._tmp = tempfile.TemporaryDirectory(prefix="waitroom-stress-")
+        self.logs = Path(self._tmp.name)
+        self.target: Target | None = None
+
+    def __enter__(self) -> Target:
+        try:
+            return self._start()
+        except BaseException:
+            self.close()
+            raise
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        value: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def _start(self) -> Target:
+        backend_secret = secrets.token_urlsafe(32)
+        env = {**os.environ, "WAITROOM_BACKEND_SECRET": backend_secret}
+        backend_port = free_port()
+        args = ["lookup", "serve", "--db", str(self.db), "--port", str(backend_port)]
+        args += ["--workers", str(self.backend_workers), "--server", self.server]
+        if not self.waitroom:
+            args.append("--standalone")
+        self._spawn("backend", args, env)
+        self._wait(backend_port, "/healthz")
+        if not self.waitroom:
+            self.target = Target("direct", HOST, backend_port)
+            return self.target
+        self._redis = EmbeddedRedis().start()
+        port = free_port()
+        # The cap must not bind before the rate: an admission counts for the window.
+        max_active = max(500, math.ceil(self.rate * self.active_window_s * 1.5))
+        env.update(
+            {
+                "WAITROOM_MODE": "test",
+                "WAITROOM_SECRET_KEYS": secrets.token_urlsafe(32),
+                "WAITROOM_REDIS_URL": self._redis.url,
+                "WAITROOM_BACKEND_URL": f"http://{HOST}:{backend_port}",
+                "WAITROOM_ACTIVE_WINDOW_S": str(self.active_window_s),
+            }
+        )
+        args = ["serve", "--port", str(port), "--rate", str(self.rate)]
+        args += ["--max-active", str(max_active), "--workers", str(self.gateway_workers)]
+        args += ["--server", self.server]
+        self._spawn("gateway", args, env)
+        self._wait(port, "/readyz")
+        self.target = Target("waitroom", HOST, port, self._redis.url, "results", self.rate)
+        return self.target
+
+    def _spawn(self, name: str, args: list[str], env: dict[str, str]) -> None:
+        pin = self.pin
+
+        def prepare() -> None:
+            die_with_parent()
+            if pin:
+                os.sched_setaffinity(0, {SERVER_CORE})
+
+        with (self.logs / f"{name}.log").open("ab") as log:
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "waitroom", *args],
+                cwd=ROOT.parent,
+                env=env,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=log,
+                preexec_fn=prepare,
+                start_new_session=True,
+            )
+        self._procs.append((name, proc))
+
+    def _wait(self, port: int, path: str, timeout: float = 60) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            for name, proc in self._procs:
+                if proc.poll() is not None:
+                    raise RuntimeError(f"{name} exited with {proc.returncode}: {self.log(name)}")
+            with (
+                contextlib.suppress(OSError),
+                urllib.request.urlopen(f"http://{HOST}:{port}{path}", timeout=2) as answer,
+            ):
+                if answer.status == 200:
+                    return
+            time.sleep(0.1)
+        raise RuntimeError(f"http://{HOST}:{port}{path} not ready within {timeout:.0f} s")
+
+    def log(self, name: str) -> str:
+        with contextlib.suppress(OSError):
+            return (self.logs / f"{name}.log").read_text(errors="replace")[-2000:]
+        return "(no log)"
+
+    def pids(self) -> dict[str, int]:
+        return {name: proc.pid for name, proc in self._procs}
+
+    def close(self) -> None:
+        for _, proc in reversed(self._procs):
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGTERM)
+        for _, proc in reversed(self._procs):
+            try:
+                proc.wait(10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+            # A worker that outlived its parent would keep the port and the core.
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+        self._procs.clear()
+        if self._redis is not None:
+            self._redis.close()
+            self._redis = None
+        self._tmp.cleanup()
