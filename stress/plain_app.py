@@ -23,3 +23,16 @@ async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
                 return
     await send({"type": "http.response.start", "status": 200, "headers": HEADERS})
     await send({"type": "http.response.body", "body": BODY})
+
+
+def quart_app() -> Any:
+    """The same constant answer through Quart: what the framework costs on its own."""
+    from quart import Quart, Response
+
+    app = Quart(__name__)
+
+    @app.route("/")
+    async def plain() -> Response:
+        return Response(BODY, content_type="application/json")
+
+    return app
