@@ -47,8 +47,13 @@ def _xy(timeline: list[dict[str, Any]], key: str) -> tuple[list[float], list[flo
     return [p[0] for p in points], [p[1] for p in points]
 
 
-def draw(series: Sequence[Series], folder: Path, prefix: str) -> list[Path]:
-    """Four PNGs in ``folder``; a plot with nothing to show (no line) is skipped."""
+def draw(
+    series: Sequence[Series],
+    folder: Path,
+    prefix: str,
+    cdf_title: str = "Time from arrival to own marksheet (CDF)",
+) -> list[Path]:
+    """Up to four PNGs in ``folder``; a plot with nothing to show is skipped."""
     out = []
     lined = [s for s in series if any("line" in row for row in s.timeline)]
     if lined:
@@ -64,18 +69,17 @@ def draw(series: Sequence[Series], folder: Path, prefix: str) -> list[Path]:
                 ax.axhline(s.rate, linestyle="--", color=line.get_color(), label="configured")
         out.append(_save(fig, ax, folder / f"{prefix}-admissions.png"))
 
-    fig, ax = _figure("Request latency over time", "seconds since start", "ms (log scale)")
-    ax.set_yscale("log")
-    for s in series:
-        for key, style in (("p50_ms", "-"), ("p99_ms", ":")):
-            xs, ys = _xy(s.timeline, key)
-            if xs:
-                ax.plot(xs, ys, style, label=f"{s.label} {key[:-3]}")
-    out.append(_save(fig, ax, folder / f"{prefix}-latency.png"))
+    if any("p50_ms" in row for s in series for row in s.timeline):
+        fig, ax = _figure("Request latency over time", "seconds since start", "ms (log scale)")
+        ax.set_yscale("log")
+        for s in series:
+            for key, style in (("p50_ms", "-"), ("p99_ms", ":")):
+                xs, ys = _xy(s.timeline, key)
+                if xs:
+                    ax.plot(xs, ys, style, label=f"{s.label} {key[:-3]}")
+        out.append(_save(fig, ax, folder / f"{prefix}-latency.png"))
 
-    fig, ax = _figure(
-        "Time from arrival to own marksheet (CDF)", "seconds", "share of students with a result"
-    )
+    fig, ax = _figure(cdf_title, "seconds", "share of students")
     for s in series:
         values = sorted(s.time_to_result_s)
         if values:

@@ -393,7 +393,7 @@ def main(scenario: str, argv: list[str]) -> int:
     data = {**report.header(scenario, argv), "summary": summary, "timeline": timeline}
     folder = report.write(scenario, data, markdown)
     series = plots.Series("simulate", timeline, waits, args.rate, len(waits))
-    pngs = plots.draw([series], folder, scenario)
+    pngs = plots.draw([series], folder, scenario, "Time from arrival to admission (CDF)")
     report.say(f"report: {folder} ({len(pngs)} plots)")
     fair = summary["fairness"]
     return 0 if not fair["joined_out_of_tick_order"] and not fair["frontier_moved_back"] else 1
