@@ -202,44 +202,57 @@ def _loadgen(port: int, connections: int, duration: float) -> dict[str, float]:
 
 
 def measure(
-    app: str, server: str, workers: int, generator: str, args: argparse.Namespace
-) -> Result:
-    port = free_port()
-    proc = _start(app, server, workers, port)
+    plan: list[tuple[str, str, int]], generator: str, args: argparse.Namespace
+) -> list[Result]:
+    """Every stack of ``plan`` in interleaved rounds: a, b, c, then a, b, c again.
+
+    All servers are started first and idle while another is measured, so one slow
+    spell of this shared machine lowers one round of each, not all rounds of one.
+    """
     load = _wrk if generator == "wrk" else _loadgen
-    rounds = []
+    running: list[tuple[int, subprocess.Popen[bytes]]] = []
+    rounds: list[list[dict[str, float]]] = [[] for _ in plan]
     try:
-        load(port, args.connections, 1.0)  # warm-up, not counted
-        for _ in range(args.rounds):
-            rounds.append(load(port, args.connections, args.duration))
+        for app, server, workers in plan:
+            port = free_port()
+            running.append((port, _start(app, server, workers, port)))
+            load(port, args.connections, 1.0)  # warm-up, not counted
+        for round_ in range(args.rounds):
+            report.say(f"  round {round_ + 1} of {args.rounds}")
+            for i, (port, _) in enumerate(running):
+                rounds[i].append(load(port, args.connections, args.duration))
     finally:
-        _stop(proc)
-    label = f"{'Quart' if app == 'quart' else 'raw ASGI'} on {server}, {workers} worker(s)"
-    result = Result(
-        label=label,
-        app=app,
-        server=server,
-        workers=workers,
-        generator=generator,
-        rps=[r["rps"] for r in rounds],
-        p50_ms=sum(r.get("p50_ms", 0.0) for r in rounds) / len(rounds),
-        p99_ms=sum(r.get("p99_ms", 0.0) for r in rounds) / len(rounds),
-        errors=int(sum(r["errors"] for r in rounds)),
-        non_2xx=int(sum(r["non_2xx"] for r in rounds)),
-        generator_cpu=max(r["cpu"] for r in rounds),
-    )
-    floor = " (generator saturated: a floor)" if result.floor else ""
-    report.say(
-        f"  {label:40} {result.mean_rps:10,.0f} req/s  p50 {result.p50_ms:.1f} ms  "
-        f"generator cpu {result.generator_cpu:.0%}{floor}"
-    )
-    return result
+        for _, proc in running:
+            _stop(proc)
+    results = []
+    for (app, server, workers), figures in zip(plan, rounds, strict=True):
+        label = f"{'Quart' if app == 'quart' else 'raw ASGI'} on {server}, {workers} worker(s)"
+        result = Result(
+            label=label,
+            app=app,
+            server=server,
+            workers=workers,
+            generator=generator,
+            rps=[r["rps"] for r in figures],
+            p50_ms=sum(r.get("p50_ms", 0.0) for r in figures) / len(figures),
+            p99_ms=sum(r.get("p99_ms", 0.0) for r in figures) / len(figures),
+            errors=int(sum(r["errors"] for r in figures)),
+            non_2xx=int(sum(r["non_2xx"] for r in figures)),
+            generator_cpu=max(r["cpu"] for r in figures),
+        )
+        floor = " (generator saturated: a floor)" if result.floor else ""
+        report.say(
+            f"  {label:40} {result.mean_rps:10,.0f} req/s  p50 {result.p50_ms:.1f} ms  "
+            f"generator cpu {result.generator_cpu:.0%}{floor}"
+        )
+        results.append(result)
+    return results
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m stress baseline", description=__doc__)
     parser.add_argument("--duration", type=float, default=5.0, help="seconds per round")
-    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--connections", type=int, default=128)
     parser.add_argument("--generator", choices=("auto", "wrk", "loadgen"), default="auto")
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 2, help="the N")
@@ -258,12 +271,12 @@ def main(scenario: str, argv: list[str]) -> int:
     report.say(f"generator: {generator}; servers: {', '.join(servers)}")
     fastest = "granian" if "granian" in servers else servers[-1]
     report.say("the generator's ceiling:")
-    ceiling = measure("raw", fastest, 1, generator, args)
+    (ceiling,) = measure([("raw", fastest, 1)], generator, args)
     plan = [("quart", "hypercorn", 1), ("raw", "hypercorn", 1)]
     plan += [("quart", "hypercorn", args.workers), ("raw", "hypercorn", args.workers)]
     plan += [(app, s, 1) for s in servers[1:] for app in ("quart", "raw")]
     report.say("servers:")
-    results = [measure(app, server, workers, generator, args) for app, server, workers in plan]
+    results = measure(plan, generator, args)
     markdown = markdown_of(results, ceiling, generator, args)
     report.say()
     report.say(markdown)
@@ -301,8 +314,9 @@ def markdown_of(
     estimate = ceiling.mean_rps / cpu if cpu else 0.0
     lines = [
         f"Generator: `{generator}`, one thread pinned to core {LOADER_CORE}, "
-        f"{args.connections} keep-alive connections, {args.rounds} rounds of "
-        f"{args.duration:g} s; one-worker servers pinned to core {SERVER_CORE}, "
+        f"{args.connections} keep-alive connections, {args.rounds} interleaved rounds of "
+        f"{args.duration:g} s (the figure is their mean); one-worker servers pinned to "
+        f"core {SERVER_CORE}, "
         f"{args.workers}-worker servers on every core (sharing one with the generator).",
         "",
         f"Generator ceiling: {ceiling.mean_rps:,.0f} req/s against {ceiling.label} using "
