@@ -279,6 +279,7 @@ def summarise(sim: Simulation) -> dict[str, Any]:
     n = len(sim.arrivals)
     waits: list[float] = []
     errors: list[float] = []
+    relative: list[float] = []
     inside = 0
     for idx in range(n):
         p = sim.positions[idx]
@@ -286,6 +287,8 @@ def summarise(sim: Simulation) -> dict[str, Any]:
         waits.append(wait)
         if sim.eta_high[idx] > 0:
             errors.append(sim.eta_mid[idx] - wait)
+            if wait >= 1:
+                relative.append(100 * abs(sim.eta_mid[idx] - wait) / wait)
             # The view's range is in whole seconds; a tick's rounding is not a miss.
             inside += sim.eta_low[idx] - s.pacer_tick_s <= wait <= sim.eta_high[idx] + 1
     out_of_order, frontier_back = inversions(sim)
@@ -318,6 +321,7 @@ def summarise(sim: Simulation) -> dict[str, Any]:
         "eta": {
             "students": len(errors),
             "abs_error_s": percentiles([abs(e) for e in errors], (50, 90, 99)),
+            "relative_error_pct": percentiles(relative, (50, 90, 99)),
             "signed_mean_s": sum(errors) / len(errors) if errors else None,
             "within_range_pct": 100 * inside / len(errors) if errors else None,
         },
@@ -413,6 +417,10 @@ def markdown_of(s: dict[str, Any]) -> str:
         [
             "ETA error, abs(shown - had), p50 / p90 / p99, s",
             _slash(e["abs_error_s"], ("p50", "p90", "p99")),
+        ],
+        [
+            "ETA error relative to the wait, p50 / p90 / p99, % (waits of 1 s or more)",
+            _slash(e["relative_error_pct"], ("p50", "p90", "p99")),
         ],
         ["ETA signed mean error, s (+ = too long)", e["signed_mean_s"]],
         ["wait inside the shown range, %", e["within_range_pct"]],
