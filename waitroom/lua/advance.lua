@@ -4,7 +4,7 @@
 --
 -- KEYS[1]  state hash   (seq, frontier, credit, last_ms, epoch, admitted, active)
 -- KEYS[2]  active zset  (one member per recent admission, score = expiry ms)
--- KEYS[3]  config hash  (rate, max_active, paused, mode)
+-- KEYS[3]  config hash  (rate, max_active, paused, mode, release_at)
 -- KEYS[4]  lease string (id of the worker that paces this room)
 -- ARGV[1]  this worker's id
 -- ARGV[2]  lease length, ms
@@ -18,7 +18,9 @@
 -- {0} when another worker holds the lease, {-1} when the room has no state.
 --
 -- Time comes from Redis (TIME), not from the caller, so gateway clocks that
--- disagree cannot speed up or slow down admission.
+-- disagree cannot speed up or slow down admission. Before a scheduled release
+-- nothing moves; the first tick at or after it records the pre-queue's size
+-- (released_n), as join.lua does.
 
 local holder = redis.call('GET', KEYS[4])
 if holder and holder ~= ARGV[1] then
@@ -42,11 +44,20 @@ local credit = tonumber(st[3]) or 0
 -- A new holder (after a takeover) starts from the stored tick, so no admissions
 -- are lost or doubled; a long gap is capped below by the burst limit.
 local last_ms = tonumber(st[4]) or now
-local cfg = redis.call('HMGET', KEYS[3], 'rate', 'max_active', 'paused', 'mode')
+local cfg = redis.call('HMGET', KEYS[3], 'rate', 'max_active', 'paused', 'mode', 'release_at')
 local rate = tonumber(cfg[1]) or tonumber(ARGV[3])
 local max_active = tonumber(cfg[2]) or tonumber(ARGV[4])
-local paused = cfg[3] == '1'
 local mode = cfg[4] or 'queue'
+local release_at = tonumber(cfg[5])
+-- Held: paused, everyone asked to wait, or the results not out yet.
+local held = cfg[3] == '1' or mode == 'queue-all'
+if release_at then
+  if now < release_at then
+    held = true
+  elseif redis.call('HEXISTS', KEYS[1], 'released_n') == 0 then
+    redis.call('HSET', KEYS[1], 'released_n', seq)
+  end
+end
 
 -- One second of credit at most, capped before it is spent: an idle room, or a
 -- pacer back after a gap (a takeover, a Redis outage), admits a small burst at
@@ -59,7 +70,7 @@ redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now)
 local active = redis.call('ZCARD', KEYS[2])
 
 local advanced = 0
-if not paused and mode ~= 'queue-all' then
+if not held then
   advanced = math.min(math.floor(credit), seq - frontier, max_active - active)
   if advanced < 0 then advanced = 0 end
 end
@@ -83,7 +94,7 @@ if advanced > 0 then
   redis.call('HINCRBY', KEYS[1], 'admitted', advanced)
   redis.call('EXPIRE', KEYS[2], ARGV[6])
 end
-if paused or mode == 'queue-all' then credit = 0 end
+if held then credit = 0 end
 
 redis.call('HSET', KEYS[1], 'frontier', frontier, 'credit', tostring(credit),
   'last_ms', now, 'active', active)
