@@ -17,6 +17,7 @@ import socket
 from waitroom.config import Settings
 from waitroom.errors import StoreUnavailable
 from waitroom.queue import Queue, Tick
+from waitroom.telemetry import Sampler
 from waitroom.view import RoomView
 
 log = logging.getLogger(__name__)
@@ -27,9 +28,12 @@ def worker_id() -> str:
 
 
 class Pacer:
-    def __init__(self, queue: Queue, view: RoomView, settings: Settings) -> None:
+    def __init__(
+        self, queue: Queue, view: RoomView, settings: Settings, sampler: Sampler | None = None
+    ) -> None:
         self.queue = queue
         self.view = view
+        self.sampler = sampler
         self.settings = settings
         self.id = worker_id()
         self.holder = False
@@ -51,6 +55,8 @@ class Pacer:
             )
         self.holder = bool(tick and tick.holder)
         self.last_tick = tick
+        if tick is not None and tick.holder and self.sampler is not None:
+            await self.sampler.maybe_sample(tick, self.view.state)
         return tick
 
     async def run(self) -> None:
