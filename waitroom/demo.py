@@ -19,6 +19,7 @@ from pathlib import Path
 
 from waitroom.embedded_redis import EmbeddedRedis
 from waitroom.errors import WaitroomError
+from waitroom.passwords import hash_password
 
 
 def _waitroom(*args: str, env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
@@ -64,6 +65,8 @@ def run(*, port: int, students: int, rate: float, data_dir: str) -> int:
     from lookup import sample
 
     db = prepare_data(Path(data_dir), students)
+    # A fresh random password each run: the demo never has a known default.
+    admin_password = secrets.token_urlsafe(12)
     backend_port = port + 1
     env = dict(os.environ)
     env.update(
@@ -74,6 +77,7 @@ def run(*, port: int, students: int, rate: float, data_dir: str) -> int:
             "WAITROOM_BACKEND_URL": f"http://127.0.0.1:{backend_port}",
             "WAITROOM_RATE": str(rate),
             "WAITROOM_ACTIVE_WINDOW_S": "30",
+            "WAITROOM_ADMIN_PASSWORD_HASH": hash_password(admin_password),
         }
     )
     processes: list[subprocess.Popen[bytes]] = []
@@ -93,6 +97,8 @@ def run(*, port: int, students: int, rate: float, data_dir: str) -> int:
                 "\nwaitroom demo is running:\n"
                 f"  students:        http://127.0.0.1:{port}/\n"
                 f"  queue state:     http://127.0.0.1:{port}/queue/state\n"
+                f"  admin:           http://127.0.0.1:{port}/admin  (password: "
+                f"{admin_password})\n"
                 f"  lookup backend:  http://127.0.0.1:{backend_port}/ (needs the "
                 "gateway's admission header)\n"
                 f"  redis:           {redis_server.url}\n"
