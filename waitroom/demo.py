@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import os
 import secrets
+import signal
 import subprocess
 import sys
 import time
@@ -47,6 +48,10 @@ def _wait_healthy(url: str, process: subprocess.Popen[bytes], timeout: float = 3
     raise WaitroomError(f"{url} did not become healthy within {timeout:.0f}s")
 
 
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
 def prepare_data(data_dir: Path, students: int) -> Path:
     """Sample CSV and imported database, reused across runs of the same size."""
     data_dir.mkdir(parents=True, exist_ok=True)
@@ -81,6 +86,8 @@ def run(*, port: int, students: int, rate: float, data_dir: str) -> int:
         }
     )
     processes: list[subprocess.Popen[bytes]] = []
+    # `kill` (SIGTERM) stops the demo as Ctrl-C does: children and Redis with it.
+    signal.signal(signal.SIGTERM, _interrupt)
     with EmbeddedRedis() as redis_server:
         env["WAITROOM_REDIS_URL"] = redis_server.url
         try:
