@@ -64,6 +64,9 @@
   function update(j) {
     ["waiting", "rate", "max_active", "active", "last_position", "frontier"].forEach(function (k) { set(k, fmt(j[k], 2)); });
     set("admitted_per_s", fmt(j.admitted_per_s, 2));
+    set("admission_rate", fmt(j.admission_rate, 2));
+    set("governed", fmt(j.effective_rate === null || j.effective_rate === undefined ? j.rate : j.effective_rate, 2));
+    set("governor_reason", j.governor_reason ? j.governor_reason + (j.noshow_factor > 1 ? " · no-show factor " + fmt(j.noshow_factor, 2) : "") : "");
     set("arrivals_per_s", fmt(j.arrivals_per_s, 2));
     set("drain", j.held ? "held" : duration(j.drain_s));
     set("p50_ms", fmt(j.p50_ms));

@@ -28,6 +28,7 @@ from waitroom.config import Settings
 from waitroom.errors import BackendUnavailable, StoreUnavailable
 from waitroom.fastpath import BACKEND_FAULT, MAX_BODY, SECURITY_HEADERS, FastPath, wants_json
 from waitroom.i18n import LANGUAGE_NAMES, LANGUAGES, MESSAGES, pick_language
+from waitroom.metrics import CONTENT_TYPE_LATEST, render_metrics
 from waitroom.services import Services
 from waitroom.standing import Standing, standing
 from waitroom.tickets import PASS_COOKIE, TICKET_COOKIE, Ticket, TicketRejected
@@ -124,6 +125,11 @@ def create_app(settings: Settings | None = None) -> Quart:
     async def healthz() -> Response:
         return Response("ok\n", content_type="text/plain")
 
+    @app.route("/metrics")
+    async def metrics() -> Response:
+        body = await render_metrics(services)
+        return Response(body, content_type=CONTENT_TYPE_LATEST)
+
     @app.route("/readyz")
     async def readyz() -> Response:
         view = services.view
@@ -167,6 +173,7 @@ async def _admit_then_forward(
         try:
             signer.read_pass(pass_token)
         except TicketRejected as exc:
+            services.stats.count(f"rejected:pass:{exc.reason}")
             notice = "pass_expired" if exc.reason == "expired" else f"rejected_{exc.reason}"
         else:
             if not forward or (as_json and request.method == "GET"):
@@ -184,6 +191,7 @@ async def _admit_then_forward(
         try:
             ticket = signer.read_ticket(ticket_token, state.epoch if state else None)
         except TicketRejected as exc:
+            services.stats.count(f"rejected:ticket:{exc.reason}")
             notice = notice or f"rejected_{exc.reason}"
         else:
             now = standing(ticket, services.view)
@@ -200,6 +208,7 @@ async def _admit_then_forward(
             await services.view.restore()
             joined = await services.queue.join()
     except StoreUnavailable as exc:
+        services.stats.count("store_error:join")
         log.warning("waitroom: %s; new arrival asked to retry", exc)
         joined = None
     if joined is None:
@@ -230,6 +239,7 @@ async def _admit(services: Services, ticket: Ticket, as_json: bool) -> Response 
     try:
         first = await services.queue.spend(ticket.id)
     except StoreUnavailable as exc:
+        services.stats.count("store_error:spend")
         # Fail open: a student who reached the front is never stranded by an outage.
         log.warning("waitroom: %s; ticket exchanged unchecked", exc)
         first = True

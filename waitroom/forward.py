@@ -66,9 +66,13 @@ class Forwarder:
         try:
             answer = await upstream.request(method, path, out, body)
         except UpstreamError as exc:
-            self._record(started, ok=False)
+            self._record(started, ok=False, kind=exc.kind)
             raise BackendUnavailable(self.url + path, str(exc)) from exc
-        self._record(started, ok=answer.status < 500)
+        self._record(
+            started,
+            ok=answer.status < 500 and answer.status != 403,
+            kind="refused" if answer.status == 403 else "status_5xx",
+        )
         if answer.status >= 500:
             raise BackendUnavailable(self.url + path, f"answered {answer.status}")
         if answer.status == 403:
@@ -83,6 +87,6 @@ class Forwarder:
         kept = [(k, v) for k, v in answer.headers if k in FORWARD_RESPONSE]
         return UpstreamResponse(answer.status, kept, answer.body)
 
-    def _record(self, started: float, *, ok: bool) -> None:
+    def _record(self, started: float, *, ok: bool, kind: str = "") -> None:
         if self.stats is not None:
-            self.stats.record(time.perf_counter() - started, ok)
+            self.stats.record(time.perf_counter() - started, ok, "" if ok else kind)

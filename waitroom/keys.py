@@ -71,3 +71,9 @@ class RoomKeys:
     def login_failures(self, who: str) -> str:
         """Counter: failed admin logins from one address, or ``*`` for all (EX: window)."""
         return f"{self._tag}:admin:failures:{who}"
+
+    @property
+    def metrics(self) -> str:
+        """Hash: room-wide counters since the room began, summed over every gateway
+        worker (fixed set of fields; EX renewed on write)."""
+        return f"{self._tag}:metrics"

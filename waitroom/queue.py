@@ -103,6 +103,19 @@ class RoomState:
     released_n: int | None = None
     # The config hash as read, so a worker can restore it into an emptied Redis.
     config: tuple[tuple[str, str], ...] = ()
+    # The governor's decisions (waitroom/governor.py): a rate held below ``rate``
+    # while the backend struggles (None: at the ceiling), the no-show factor, why.
+    effective_rate: float | None = None
+    noshow_factor: float = 1.0
+    governor_reason: str = ""
+    governor_at: float = 0.0
+    shown: int = 0  # admitted students who came for their pass
+
+    @property
+    def admission_rate(self) -> float:
+        """People per second the pacer admits now: the governed rate, no-shows made up."""
+        rate = self.rate if self.effective_rate is None else min(self.rate, self.effective_rate)
+        return rate * min(max(self.noshow_factor, 1.0), 2.0)
 
     @property
     def waiting(self) -> int:
@@ -137,6 +150,8 @@ class Queue:
         self._advance = client.register_script(_script_source("advance.lua"))
         self._init = client.register_script(_script_source("init.lua"))
         self._configure = client.register_script(_script_source("configure.lua"))
+        self._spend = client.register_script(_script_source("spend.lua"))
+        self._govern = client.register_script(_script_source("govern.lua"))
 
     async def _call(self, operation: str, fn: Callable[[], Awaitable[T]]) -> T:
         try:
@@ -236,10 +251,22 @@ class Queue:
 
     async def spend(self, ticket_id: str) -> bool:
         """Mark a ticket as traded for a pass; False when it already was."""
-        key = self.keys.spent(ticket_id)
+        keys = [self.keys.spent(ticket_id), self.keys.state]
         ttl = self.settings.ticket_ttl_s
-        done = await self._call("spend ticket", lambda: self.client.set(key, 1, nx=True, ex=ttl))
+        done = await self._call("spend ticket", lambda: self._spend(keys=keys, args=[ttl]))
         return bool(done)
+
+    async def govern(
+        self, effective_rate: float | None, noshow_factor: float | None, reason: str, at: float
+    ) -> None:
+        """Record the governor's rate (None: the admin's) and no-show factor."""
+        args = [
+            "" if effective_rate is None else repr(round(effective_rate, 4)),
+            "" if noshow_factor is None else repr(round(noshow_factor, 4)),
+            reason,
+            repr(round(at, 3)),
+        ]
+        await self._call("govern", lambda: self._govern(keys=[self.keys.state], args=args))
 
     async def read(self) -> RoomState | None:
         """The room's state in one round trip; None when Redis holds none."""
@@ -278,6 +305,11 @@ class Queue:
             release_base=int(c.get("release_base", 0)),
             released_n=int(released_n) if released_n and release_at else None,
             config=tuple(sorted(c.items())),
+            effective_rate=float(s["effective_rate"]) if s.get("effective_rate") else None,
+            noshow_factor=float(s.get("noshow_factor") or 1.0),
+            governor_reason=s.get("governor_reason", ""),
+            governor_at=float(s.get("governor_at") or 0.0),
+            shown=int(s.get("shown", 0)),
         )
 
 

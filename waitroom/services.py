@@ -10,6 +10,7 @@ from waitroom.adminauth import AdminAuth
 from waitroom.assets import Assets
 from waitroom.config import Settings
 from waitroom.forward import Forwarder
+from waitroom.governor import Governor
 from waitroom.pacer import Pacer
 from waitroom.queue import Queue, connect
 from waitroom.telemetry import BackendStats, Sampler
@@ -41,7 +42,9 @@ class Services:
             redis=client,
             queue=queue,
             view=view,
-            pacer=Pacer(queue, view, settings, Sampler(client, queue.keys)),
+            pacer=Pacer(
+                queue, view, settings, Sampler(client, queue.keys), Governor(queue, settings)
+            ),
             signer=TicketSigner(settings, pass_ttl=view.pass_ttl_s),
             assets=Assets(settings.static_dir or None),
             forwarder=Forwarder(settings, stats),

@@ -36,26 +36,39 @@ WINDOW_S = 5
 SERIES_LEN = 15 * 60  # one sample a second: 15 minutes
 SERIES_TTL_S = 3600
 FLUSH_INTERVAL_S = 0.5
+# Room-wide counters outlive any quiet spell of a result season.
+METRICS_TTL_S = 30 * 86400
 
 
 class BackendStats:
-    """One worker's forwarded requests, counted per second until flushed to Redis."""
+    """One worker's forwarded requests (per second) and event counters (since the
+    room began), kept in memory until flushed to Redis."""
 
     def __init__(self) -> None:
         self._pending: dict[int, dict[str, int]] = {}
+        self._totals: dict[str, int] = {}
 
-    def record(self, seconds: float, ok: bool) -> None:
+    def record(self, seconds: float, ok: bool, kind: str = "") -> None:
         counts = self._pending.setdefault(int(time.time()), {})
         counts["n"] = counts.get("n", 0) + 1
         if not ok:
             counts["err"] = counts.get("err", 0) + 1
-        field = f"b{_bucket(seconds * 1000)}"
-        counts[field] = counts.get(field, 0) + 1
+            self.count(f"backend_error:{kind or 'unknown'}")
+        bucket = _bucket(seconds * 1000)
+        counts[f"b{bucket}"] = counts.get(f"b{bucket}", 0) + 1
+        self.count("backend_requests")
+        self.count(f"backend_bucket:{bucket}")
+        self.count("backend_us", int(seconds * 1_000_000))
+
+    def count(self, name: str, n: int = 1) -> None:
+        """Add to a room-wide counter (``name`` from a fixed set: keys stay bounded)."""
+        self._totals[name] = self._totals.get(name, 0) + n
 
     async def flush(self, client: aioredis.Redis, keys: RoomKeys) -> None:
-        if not self._pending:
+        if not self._pending and not self._totals:
             return
         pending, self._pending = self._pending, {}
+        totals, self._totals = self._totals, {}
         try:
             async with client.pipeline(transaction=False) as pipe:
                 for second, counts in pending.items():
@@ -63,6 +76,10 @@ class BackendStats:
                     for field, n in counts.items():
                         pipe.hincrby(key, field, n)
                     pipe.expire(key, COUNTER_TTL_S)
+                for name, n in totals.items():
+                    pipe.hincrby(keys.metrics, name, n)
+                if totals:
+                    pipe.expire(keys.metrics, METRICS_TTL_S)
                 await pipe.execute()
         except Exception as exc:
             # Counts lost in an outage only blur the chart; never hold them forever.
@@ -89,6 +106,10 @@ class Sample:
     p50_ms: float | None
     p95_ms: float | None
     error_rate: float | None
+    admitted_total: int = 0
+    shown_total: int = 0
+    effective_rate: float | None = None
+    noshow_factor: float = 1.0
 
     def as_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -108,7 +129,7 @@ class Sampler:
         if last is not None and now - last.t < 1.0:
             return None
         try:
-            backend = await self._backend_window(int(now))
+            backend, totals = await self._backend_window(int(now))
             span = now - last.t if last is not None else 0.0
             fresh = last is not None and 0 < span < 10 and tick.seq >= last.seq
             sample = Sample(
@@ -124,6 +145,9 @@ class Sampler:
                 active=tick.active,
                 max_active=state.max_active if state else 0,
                 **backend,
+                **totals,
+                effective_rate=state.effective_rate if state else None,
+                noshow_factor=state.noshow_factor if state else 1.0,
             )
             async with self.client.pipeline(transaction=False) as pipe:
                 pipe.lpush(self.keys.series, json.dumps(sample.as_json()))
@@ -136,26 +160,34 @@ class Sampler:
         self.last = sample
         return sample
 
-    async def _backend_window(self, now_s: int) -> dict[str, Any]:
+    async def _backend_window(self, now_s: int) -> tuple[dict[str, Any], dict[str, int]]:
         async with self.client.pipeline(transaction=False) as pipe:
+            pipe.hmget(self.keys.state, "admitted", "shown")
             for second in range(now_s - WINDOW_S, now_s):
                 pipe.hgetall(self.keys.backend(second))
-            seconds: list[dict[bytes, bytes]] = await pipe.execute()
-        total: dict[str, int] = {}
-        for counts in seconds:
-            for field, value in counts.items():
-                name = field.decode() if isinstance(field, bytes) else str(field)
-                total[name] = total.get(name, 0) + int(value)
-        n = total.get("n", 0)
-        if not n:
-            return {"backend_per_s": 0.0, "p50_ms": None, "p95_ms": None, "error_rate": None}
-        histogram = [total.get(f"b{i}", 0) for i in range(len(BUCKETS_MS) + 1)]
-        return {
-            "backend_per_s": round(n / WINDOW_S, 2),
-            "p50_ms": percentile(histogram, 0.50),
-            "p95_ms": percentile(histogram, 0.95),
-            "error_rate": round(total.get("err", 0) / n, 4),
-        }
+            replies: list[Any] = await pipe.execute()
+        admitted, shown = replies[0]
+        totals = {"admitted_total": int(admitted or 0), "shown_total": int(shown or 0)}
+        return _window(replies[1:]), totals
+
+
+def _window(seconds: list[dict[bytes, bytes]]) -> dict[str, Any]:
+    """Latency percentiles, error share and throughput over the window's counters."""
+    total: dict[str, int] = {}
+    for counts in seconds:
+        for field, value in counts.items():
+            name = field.decode() if isinstance(field, bytes) else str(field)
+            total[name] = total.get(name, 0) + int(value)
+    n = total.get("n", 0)
+    if not n:
+        return {"backend_per_s": 0.0, "p50_ms": None, "p95_ms": None, "error_rate": None}
+    histogram = [total.get(f"b{i}", 0) for i in range(len(BUCKETS_MS) + 1)]
+    return {
+        "backend_per_s": round(n / WINDOW_S, 2),
+        "p50_ms": percentile(histogram, 0.50),
+        "p95_ms": percentile(histogram, 0.95),
+        "error_rate": round(total.get("err", 0) / n, 4),
+    }
 
 
 async def read_series(client: aioredis.Redis, keys: RoomKeys, count: int) -> list[dict[str, Any]]:

@@ -165,7 +165,7 @@ class RoomView:
     def capacity_rate(self) -> float:
         """The admission rate the room can sustain: the rate, or the cap's turnover."""
         s = self.state
-        rate = s.rate if s else self.settings.rate
+        rate = s.admission_rate if s else self.settings.rate
         cap = s.max_active if s else self.settings.max_active
         return min(rate, cap / self.settings.active_window_s)
 

@@ -2,7 +2,8 @@
 -- admission credit at the configured rate and moves the frontier over waiting
 -- positions, never past the last position issued nor beyond max_active.
 --
--- KEYS[1]  state hash   (seq, frontier, credit, last_ms, epoch, admitted, active)
+-- KEYS[1]  state hash   (seq, frontier, credit, last_ms, epoch, admitted, active,
+--                        effective_rate, noshow_factor)
 -- KEYS[2]  active zset  (one member per recent admission, score = expiry ms)
 -- KEYS[3]  config hash  (rate, max_active, paused, mode, release_at)
 -- KEYS[4]  lease string (id of the worker that paces this room)
@@ -37,7 +38,8 @@ if not now then
   now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 end
 
-local st = redis.call('HMGET', KEYS[1], 'seq', 'frontier', 'credit', 'last_ms')
+local st = redis.call('HMGET', KEYS[1], 'seq', 'frontier', 'credit', 'last_ms',
+  'effective_rate', 'noshow_factor')
 local seq = tonumber(st[1]) or 0
 local frontier = tonumber(st[2]) or 0
 local credit = tonumber(st[3]) or 0
@@ -45,7 +47,14 @@ local credit = tonumber(st[3]) or 0
 -- are lost or doubled; a long gap is capped below by the burst limit.
 local last_ms = tonumber(st[4]) or now
 local cfg = redis.call('HMGET', KEYS[3], 'rate', 'max_active', 'paused', 'mode', 'release_at')
+-- The admin's rate is a ceiling: the governor (waitroom/governor.py) may hold the
+-- rate below it while the backend struggles, and admit a little faster to make
+-- up for admitted students who never come (at most twice the rate).
 local rate = tonumber(cfg[1]) or tonumber(ARGV[3])
+local effective = tonumber(st[5])
+if effective and effective < rate then rate = effective end
+local noshow = tonumber(st[6])
+if noshow and noshow > 1 then rate = rate * math.min(noshow, 2) end
 local max_active = tonumber(cfg[2]) or tonumber(ARGV[4])
 local mode = cfg[4] or 'queue'
 local release_at = tonumber(cfg[5])
