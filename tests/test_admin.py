@@ -23,7 +23,7 @@ from tests.e2e import (
     wait_for_credit,
 )
 from tests.gateway_support import TEST_KEYS
-from waitroom.adminauth import MAX_FAILURES, SESSION_COOKIE
+from waitroom.adminauth import MAX_FAILURES, SESSION_COOKIE, SLOW_AFTER, SLOW_DOWN_S
 from waitroom.keys import RoomKeys
 from waitroom.passwords import hash_password
 from waitroom.tickets import PASS_COOKIE, TICKET_COOKIE
@@ -378,3 +378,18 @@ async def test_live_view_reports_backend_latency_and_line_figures(
         async with student() as outsider:
             async with outsider.get(gw.url + "/admin/live.json") as response:
                 assert response.status == 401
+
+
+async def test_beyond_the_overall_failure_budget_every_login_is_slowed(
+    gateway: GatewayFactory, redis_client: aioredis.Redis
+) -> None:
+    async with gateway(**admin()) as gw, student() as s:
+        # Many addresses guessing at once (a botnet) each stay under the per-address
+        # lock-out; the overall count slows every attempt instead.
+        await redis_client.set(RoomKeys("results").login_failures("*"), SLOW_AFTER, ex=600)
+        started = time.monotonic()
+        assert await login(s, gw.url, "guess") == 401
+        assert time.monotonic() - started >= SLOW_DOWN_S
+        assert (
+            int(await redis_client.get(RoomKeys("results").login_failures("*"))) == SLOW_AFTER + 1
+        )
