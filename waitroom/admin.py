@@ -9,6 +9,7 @@ gateway worker at its next view refresh (a quarter of a second by default).
 from __future__ import annotations
 
 import json
+import math
 import time
 from typing import Any
 
@@ -146,7 +147,10 @@ def admin_blueprint(services: Services) -> Blueprint:
         if current is None:
             return _json({"error": "not logged in", "login": "/admin/login"}, 401)
         since = _float(request.args.get("since"))
-        series = await read_series(services.redis, services.queue.keys, SERIES_SHOWN)
+        # A page that has the chart asks only for the seconds since (one a second).
+        missing = math.ceil(time.time() - since) + 2 if since > 0 else SERIES_SHOWN
+        count = max(SMOOTH, min(SERIES_SHOWN, missing))
+        series = await read_series(services.redis, services.queue.keys, count)
         body = _live(services, series)
         body["series"] = [x for x in series if x["t"] > since]
         return _json(body, 200)
@@ -349,6 +353,7 @@ def _json(body: dict[str, Any], status: int) -> Response:
 
 def _float(text: str | None) -> float:
     try:
-        return float(text or 0)
+        value = float(text or 0)
     except ValueError:
         return 0.0
+    return value if math.isfinite(value) else 0.0
