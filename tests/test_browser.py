@@ -12,6 +12,7 @@ import contextlib
 import re
 import time
 from collections.abc import AsyncIterator, Callable
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -376,8 +377,10 @@ async def test_progress_page_updates_itself_until_the_result_form(
         # "Last updated" in the student's own zone, as soon as the page shows.
         updated = page.locator("#updated")
         shown = await updated.inner_text()
-        stamp = int(await updated.get_attribute("datetime") or 0)
-        if not await shows_local_time(page, shown, stamp * 1000):
+        stamp = datetime.fromisoformat(
+            (await updated.get_attribute("datetime") or "").replace("Z", "+00:00")
+        ).timestamp()
+        if not await shows_local_time(page, shown, int(stamp * 1000)):
             wrong.append(
                 f"the progress page says last updated {shown!r}: not the student's "
                 f"local time ({INDIA}) of {stamp} s"
