@@ -18,58 +18,26 @@ import json
 import logging
 import time
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
 from typing import Any
 
-import redis.asyncio as aioredis
 from quart import Quart, Response, render_template, request
 from werkzeug.exceptions import HTTPException
 
-from waitroom.assets import Assets
+from waitroom.admin import admin_blueprint
 from waitroom.config import Settings
 from waitroom.errors import BackendUnavailable, StoreUnavailable
 from waitroom.fastpath import BACKEND_FAULT, MAX_BODY, SECURITY_HEADERS, FastPath, wants_json
-from waitroom.forward import Forwarder
 from waitroom.i18n import LANGUAGE_NAMES, LANGUAGES, MESSAGES, pick_language
-from waitroom.pacer import Pacer
-from waitroom.queue import Queue, connect
+from waitroom.metrics import CONTENT_TYPE_LATEST, render_metrics
+from waitroom.services import Services
 from waitroom.standing import Standing, standing
-from waitroom.tickets import PASS_COOKIE, TICKET_COOKIE, Ticket, TicketRejected, TicketSigner
-from waitroom.view import RoomView
+from waitroom.tickets import PASS_COOKIE, TICKET_COOKIE, Ticket, TicketRejected
 
 log = logging.getLogger(__name__)
 
 LANG_COOKIE = "wr_lang"
 # The routes that reach the lookup backend once admitted.
 FORWARDED = {("GET", "/"), ("POST", "/result"), ("POST", "/api/result")}
-
-
-@dataclass
-class Services:
-    settings: Settings
-    redis: aioredis.Redis
-    queue: Queue
-    view: RoomView
-    pacer: Pacer
-    signer: TicketSigner
-    assets: Assets
-    forwarder: Forwarder
-
-    @classmethod
-    def build(cls, settings: Settings) -> Services:
-        client = connect(settings.redis_url)
-        queue = Queue(client, settings)
-        view = RoomView(queue, settings)
-        return cls(
-            settings=settings,
-            redis=client,
-            queue=queue,
-            view=view,
-            pacer=Pacer(queue, view, settings),
-            signer=TicketSigner(settings),
-            assets=Assets(settings.static_dir or None),
-            forwarder=Forwarder(settings),
-        )
 
 
 def create_app(settings: Settings | None = None) -> Quart:
@@ -93,6 +61,9 @@ def create_app(settings: Settings | None = None) -> Quart:
         tasks = [
             asyncio.create_task(services.view.run(), name="waitroom-view"),
             asyncio.create_task(services.pacer.run(), name="waitroom-pacer"),
+            asyncio.create_task(
+                services.stats.run(services.redis, services.queue.keys), name="waitroom-stats"
+            ),
         ]
         try:
             yield
@@ -106,11 +77,16 @@ def create_app(settings: Settings | None = None) -> Quart:
             await services.redis.aclose()
 
     app.add_template_filter(_clock, "clock")
+    app.add_template_filter(_iso, "iso")
+
+    app.register_blueprint(admin_blueprint(services))
 
     @app.context_processor
     def template_globals() -> dict[str, Any]:
         lang = _language()
+        state = services.view.state
         return {
+            "banner": state.banner_text(lang) if state else "",
             "lang": lang,
             "t": MESSAGES[lang],
             "other_lang": next(code for code in LANGUAGES if code != lang),
@@ -149,6 +125,11 @@ def create_app(settings: Settings | None = None) -> Quart:
     @app.route("/healthz")
     async def healthz() -> Response:
         return Response("ok\n", content_type="text/plain")
+
+    @app.route("/metrics")
+    async def metrics() -> Response:
+        body = await render_metrics(services)
+        return Response(body, content_type=CONTENT_TYPE_LATEST)
 
     @app.route("/readyz")
     async def readyz() -> Response:
@@ -193,6 +174,7 @@ async def _admit_then_forward(
         try:
             signer.read_pass(pass_token)
         except TicketRejected as exc:
+            services.stats.count(f"rejected:pass:{exc.reason}")
             notice = "pass_expired" if exc.reason == "expired" else f"rejected_{exc.reason}"
         else:
             if not forward or (as_json and request.method == "GET"):
@@ -200,11 +182,17 @@ async def _admit_then_forward(
             return await _forward(services)
 
     state = services.view.state
+    if state is not None and state.mode == "pass-through" and forward:
+        # The kill switch: no line at all, every request goes to the backend.
+        if as_json and request.method == "GET":
+            return _admitted_json()
+        return await _forward(services)
     ticket_token = request.cookies.get(TICKET_COOKIE)
     if ticket_token:
         try:
             ticket = signer.read_ticket(ticket_token, state.epoch if state else None)
         except TicketRejected as exc:
+            services.stats.count(f"rejected:ticket:{exc.reason}")
             notice = notice or f"rejected_{exc.reason}"
         else:
             now = standing(ticket, services.view)
@@ -221,6 +209,7 @@ async def _admit_then_forward(
             await services.view.restore()
             joined = await services.queue.join()
     except StoreUnavailable as exc:
+        services.stats.count("store_error:join")
         log.warning("waitroom: %s; new arrival asked to retry", exc)
         joined = None
     if joined is None:
@@ -251,6 +240,7 @@ async def _admit(services: Services, ticket: Ticket, as_json: bool) -> Response 
     try:
         first = await services.queue.spend(ticket.id)
     except StoreUnavailable as exc:
+        services.stats.count("store_error:spend")
         # Fail open: a student who reached the front is never stranded by an outage.
         log.warning("waitroom: %s; ticket exchanged unchecked", exc)
         first = True
@@ -261,7 +251,7 @@ async def _admit(services: Services, ticket: Ticket, as_json: bool) -> Response 
         response = _admitted_json()
     else:
         response = await _forward(services)
-    _set_cookie(response, PASS_COOKIE, token, services.settings.pass_ttl_s, services)
+    _set_cookie(response, PASS_COOKIE, token, services.view.pass_ttl_s(), services)
     # The ticket is spent: when the pass expires the student joins at the back.
     response.delete_cookie(TICKET_COOKIE)
     return response
@@ -302,7 +292,13 @@ async def _waiting(
         if notice:
             body["notice"] = notice
         return _json(body, 200 if now.ready else 202, headers)
-    span = max(1, ticket.position - ticket.joined_frontier)
+    if now.prequeue:
+        html = await render_template(
+            "prequeue.html", standing=now, ticket=ticket, notice=notice, countdown=_countdown(now)
+        )
+        status = services.settings.waiting_status
+        return Response(html, status=status, headers=headers, content_type="text/html")
+    span = max(1, now.position - ticket.joined_frontier)
     done = min(span, max(0, span - now.ahead - 1)) if not now.ready else span
     html = await render_template(
         "progress.html",
@@ -322,7 +318,20 @@ async def _waiting(
 
 
 def _clock(timestamp: float) -> str:
-    return time.strftime("%H:%M:%S", time.localtime(timestamp)) if timestamp else "–"
+    """A time as the server tells it, zone included (the page's script shows it
+    in the reader's zone)."""
+    return time.strftime("%H:%M:%S %Z", time.localtime(timestamp)) if timestamp else "–"
+
+
+def _iso(timestamp: float) -> str:
+    """A machine-readable time for a ``<time datetime>`` attribute."""
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(timestamp)) if timestamp else ""
+
+
+def _countdown(now: Standing) -> str:
+    left = max(0, int((now.release_at_ms or 0) / 1000 - time.time()))
+    hours, rest = divmod(left, 3600)
+    return (f"{hours}:{rest // 60:02d}" if hours else f"{rest // 60}") + f":{rest % 60:02d}"
 
 
 def _language() -> str:
