@@ -4,12 +4,13 @@ scripts in a real Redis, on a simulated clock, with no HTTP.
 Arrivals follow the ``release`` curve. Simulated time moves in pacer ticks: each
 tick, that tick's arrivals run ``join.lua`` (pipelined, a thousand a round trip),
 then one ``advance.lua`` tick moves the frontier, and every student the line
-reached comes back and trades their ticket (the ``SET NX`` of
-``Queue.spend``). Each student is shown the estimate the gateway's ``RoomView``
-would show at joining (its own ``estimate``, fed the admission rate measured as
-the view measures it). Reported: fairness (arrival order against admission
-order), the estimate's error, Redis memory per waiting and per admitted student,
-and how closely the pacer keeps the configured rate.
+reached comes back and trades their ticket (``spend.lua``, as ``Queue.spend``).
+Each student is shown the estimate the gateway's ``RoomView`` would show at
+joining (its own ``estimate``, fed the admission rate measured as the view
+measures it). The governor (``waitroom.governor``) is not simulated: it follows
+the backend's health, and there is no backend here. Reported: fairness (arrival
+order against admission order), the estimate's error, Redis memory per waiting and
+per admitted student, and how closely the pacer keeps the configured rate.
 """
 
 from __future__ import annotations
@@ -63,9 +64,11 @@ class SimQueue:
         self._join = _script(client, "join.lua")
         self._advance = _script(client, "advance.lua")
         self._init = _script(client, "init.lua")
+        self._spend = _script(client, "spend.lua")
 
     def init(self, now_ms: int) -> None:
-        self._init(keys=[self.keys.state], args=[0, 0, "sim", self.key_ttl, now_ms])
+        k = self.keys
+        self._init(keys=[k.state, k.config], args=[0, 0, "sim", self.key_ttl, now_ms, ""])
 
     def join_many(self, count: int, now_ms: int) -> list[tuple[int, int, bool]]:
         """``count`` joins in one round trip: (position, frontier, admitted) each."""
@@ -102,7 +105,8 @@ class SimQueue:
         pipe = self.client.pipeline(transaction=False)
         ttl = self.settings.ticket_ttl_s
         for _ in range(count):
-            pipe.set(self.keys.spent(secrets.token_urlsafe(9)), 1, nx=True, ex=ttl)
+            spent = self.keys.spent(secrets.token_urlsafe(9))
+            self._spend(keys=[spent, self.keys.state], args=[ttl], client=pipe)
         pipe.execute()
 
     def used_memory(self) -> int:

@@ -43,6 +43,11 @@ def test_achieved_rate_counts_only_while_a_backlog_waits() -> None:
     rate = analysis.achieved_rate(rec, 50.0)
     assert rate is not None
     assert rate["per_s"] == 50.0 and rate["seconds_with_a_line"] == 10.0
+    assert rate["target_per_s"] == 50.0
+    # The governor making up for no-shows: the pacer aims 10 % higher for half the time.
+    rec.target = [(t, 55.0 if t < 5 else 50.0) for t, _, _, _ in rec.line]
+    rate = analysis.achieved_rate(rec, 50.0)
+    assert rate is not None and rate["target_per_s"] == 52.5
 
 
 def test_release_curve_peaks_at_the_release_and_keeps_a_tail() -> None:
@@ -74,6 +79,9 @@ async def test_the_simulation_calls_the_scripts_as_queue_does(
         assert (frontier, seq, advanced) == (5, 6, 5)  # 100/s for 50 ms
         tick = await queue.tick("sim", now_ms=simulate.T0_MS + 60)
         assert tick is not None and tick.holder and tick.frontier == 6
+        sim_queue.spend_many(3)
+        state = await queue.read()
+        assert state is not None and state.shown == 3 and state.seq == 6
     finally:
         sync.close()
 
