@@ -22,6 +22,7 @@ import html
 import json
 import random
 import re
+import time
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlencode
@@ -35,8 +36,11 @@ JSON = {"Accept": "application/json"}
 FORM = {**HTML, "Content-Type": "application/x-www-form-urlencoded"}
 JSON_POST = {**JSON, "Content-Type": "application/json"}
 _ATTR = {
-    name: re.compile(rf'data-{name}="([^"]*)"'.encode()) for name in ("position", "epoch", "retry")
+    name: re.compile(rf'data-{name}="([^"]*)"'.encode())
+    for name in ("position", "epoch", "retry", "release")
 }
+# Pages a browser stays on: the progress page, the pre-queue, the lookup form.
+_PAGES = (b"data-position", b"data-release", b'name="roll"')
 
 
 @dataclass(frozen=True)
@@ -134,8 +138,7 @@ class Journey:
         while True:
             sent = self.rec.now()
             r = await self._send(st, b, "GET /", "/", HTML)
-            page = r is not None and r.status == 200
-            if r is not None and page and (b"data-position" in r.body or b'name="roll"' in r.body):
+            if r is not None and r.status == 200 and any(m in r.body for m in _PAGES):
                 if st.join_done is None:
                     st.join_sent, st.join_done = sent, self.rec.now()
                 return r
@@ -159,6 +162,8 @@ class Journey:
     async def _wait_on_page(self, st: Student, b: Browser, page: Response) -> Response | None:
         """What waitroom.js does; returns the page after a reload, None on abandoning."""
         attrs = {k: rx.search(page.body) for k, rx in _ATTR.items()}
+        if attrs["release"] is not None:
+            return await self._prequeue(st, b, int(attrs["release"].group(1)))
         if attrs["position"] is None or attrs["epoch"] is None:
             await self._after_failure(st, None)
             return await self._load(st, b)
@@ -212,14 +217,41 @@ class Journey:
                     continue
                 if j["epoch"] != epoch:
                     return await self._load(st, b)
-                rate = float(j["rate"])
+                # A paused line reports rate 0: the page paces its polls on the last
+                # real rate and looks again in 5 s.
+                if j["rate"] > 0:
+                    rate = float(j["rate"])
                 ahead = max(0.0, position - j["frontier"] - 1.0)
                 if position <= j["frontier"]:
                     return await self._load(st, b)
-                if rate > 0 and not j["paused"]:
-                    s = (ahead + 1) / rate
+                if j["rate"] > 0 and not j["paused"]:
+                    s = (ahead + 1) / j["rate"]
                     self._shown(st, s * 1.05, s * 0.9, s * 1.2)  # the page shows 0.9s-1.2s
-                delay = min(60.0, max(2.0, ahead / max(rate, 0.001) / 4))
+                wait = ahead / max(rate, 0.001) / 4
+                delay = 5.0 if j["paused"] else min(60.0, max(2.0, wait))
+
+    async def _prequeue(self, st: Student, b: Browser, release_at_ms: int) -> Response:
+        """Before a scheduled release: count down, then ask ``/status`` (a few seconds
+        apart, spread) until the place is drawn, and reload. The page's watch of a
+        moved release (``/queue/state`` now and then) is left out: a moved release
+        is answered by ``/status`` too.
+        """
+        while True:
+            left = release_at_ms / 1000 - time.time()
+            await asyncio.sleep(max(0.0, left) + self.rng.uniform(1.0, 5.0))
+            while True:
+                r = await self._send(st, b, "GET /status", "/status", JSON)
+                j = _json(r)
+                if j is None:
+                    await asyncio.sleep(10 * self.rng.uniform(0.8, 1.2))
+                    continue
+                if j.get("state") != "prequeue":
+                    return await self._load(st, b)
+                release_at_ms = int(j.get("release_at_ms") or release_at_ms)
+                if release_at_ms / 1000 - time.time() > 2:
+                    break  # the release was moved: count down again
+                delay = min(float(j.get("retry_after_s") or 5), 5.0)
+                await asyncio.sleep(max(1.0, delay) * self.rng.uniform(0.8, 1.2))
 
     async def _submit_form(self, st: Student, b: Browser) -> None:
         sheet = sample.candidate(self.seed, st.candidate)
@@ -247,12 +279,12 @@ class Journey:
             sent = self.rec.now()
             r = await self._send(st, b, "GET / (json)", "/", JSON)
             j = _json(r)
-            if j is not None and j.get("state") in ("waiting", "ready", "admitted"):
+            if j is not None and j.get("state") in ("prequeue", "waiting", "ready", "admitted"):
                 break
             await self._after_failure(st, r)
         st.join_sent, st.join_done = sent, self.rec.now()
         while j.get("state") != "admitted":
-            if j.get("state") == "waiting":
+            if j.get("state") == "waiting" and j.get("position"):
                 st.position = int(j["position"])
                 st.positions_seen.add(st.position)
                 if j.get("eta_range_s"):
