@@ -86,14 +86,22 @@ def achieved_rate(rec: Recorder, rate: float) -> dict[str, float] | None:
     """
     backlog = max(1.0, rate * 0.2)
     admitted = 0
-    span = 0.0
-    for (t0, seq0, f0, a0), (t1, seq1, f1, a1) in itertools.pairwise(rec.line):
+    span = aimed = 0.0
+    targets = [aim for _, aim in rec.target] if len(rec.target) == len(rec.line) else []
+    for i, ((t0, seq0, f0, a0), (t1, seq1, f1, a1)) in enumerate(itertools.pairwise(rec.line)):
         if seq0 - f0 >= backlog and seq1 - f1 >= backlog:
             admitted += a1 - a0
             span += t1 - t0
+            aimed += (targets[i] if targets else rate) * (t1 - t0)
     if span < 1.0:
         return None
-    return {"seconds_with_a_line": span, "admitted": admitted, "per_s": admitted / span}
+    return {
+        "seconds_with_a_line": span,
+        "admitted": admitted,
+        "per_s": admitted / span,
+        # What the pacer aimed at over the same time, the governor's changes included.
+        "target_per_s": aimed / span,
+    }
 
 
 def timeline(rec: Recorder) -> list[dict[str, Any]]:
@@ -214,7 +222,12 @@ def _line_figures(rec: Recorder, target: Target) -> dict[str, Any]:
         "rate": {
             "configured_per_s": configured,
             "achieved": rate,
-            "ratio": rate["per_s"] / configured if rate and configured else None,
+            # Against the pacer's aim: the configured rate as the governor set it
+            # (lower for a struggling backend, higher to make up for no-shows).
+            "ratio": rate["per_s"] / rate["target_per_s"]
+            if rate and rate["target_per_s"]
+            else None,
+            "ratio_to_configured": rate["per_s"] / configured if rate and configured else None,
         },
         "longest_line": max((seq - f for _, seq, f, _ in rec.line), default=0),
     }

@@ -82,6 +82,16 @@ def students(crowd: Crowd) -> list[Student]:
     return out
 
 
+def governed(rate: float, effective: Any, noshow: Any) -> float:
+    """The pacer's aim, as advance.lua works it out: the governor's rate when lower
+    than the admin's, times the no-show factor (at most 2)."""
+    if effective is not None and float(effective) < rate:
+        rate = float(effective)
+    if noshow is not None and float(noshow) > 1:
+        rate *= min(float(noshow), 2.0)
+    return rate
+
+
 def _cpu_s() -> float:
     usage = resource.getrusage(resource.RUSAGE_SELF)
     return usage.ru_utime + usage.ru_stime
@@ -91,12 +101,16 @@ async def _watch_line(target: Target, rec: Recorder, stop: asyncio.Event) -> Non
     assert target.redis_url is not None
     client = aioredis.Redis.from_url(target.redis_url)
     state = RoomKeys(target.room).state
+    fields = ("seq", "frontier", "admitted", "effective_rate", "noshow_factor")
+    rate = target.rate or 0.0
     try:
         while not stop.is_set():
             with contextlib.suppress(Exception):  # a missed sample is no news
-                seq, frontier, admitted = await client.hmget(state, "seq", "frontier", "admitted")
+                seq, frontier, admitted, effective, noshow = await client.hmget(state, fields)
                 if seq is not None:
-                    rec.line.append((rec.now(), int(seq), int(frontier or 0), int(admitted or 0)))
+                    t = rec.now()
+                    rec.line.append((t, int(seq), int(frontier or 0), int(admitted or 0)))
+                    rec.target.append((t, governed(rate, effective, noshow)))
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), LINE_SAMPLE_S)
     finally:
