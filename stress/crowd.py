@@ -195,6 +195,10 @@ def _start(coro: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
 
 def run_sync(target: Target, crowd: Crowd) -> tuple[Recorder, LoaderCpu]:
     """``run`` in a fresh event loop (uvloop when installed)."""
+    # Every student holds a connection: allow as many as the system lets us.
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
     try:
         import uvloop
 
