@@ -50,6 +50,7 @@ class Student:
     outcome: str = "pending"  # result, wrong-result, abandoned, gave-up, pending
     requests: int = 0
     failures: int = 0
+    failing_since: float | None = None  # start of the current run of failures
 
     def to_dict(self) -> dict[str, Any]:
         return {

@@ -46,7 +46,7 @@ _PAGES = (b"data-position", b"data-release", b'name="roll"')
 @dataclass(frozen=True)
 class Behaviour:
     think_s: tuple[float, float] = (0.0, 1.0)  # between a student's own actions
-    patience_s: float = 120.0  # of failures, before a student gives up
+    patience_s: float = 120.0  # of failures in a row, before a student gives up
     timeout_s: float = 30.0  # a request unanswered this long has failed
     app_share: float = 0.25  # JSON clients; the rest are browsers
     abandon_share: float = 0.05  # leave the line before their turn
@@ -112,15 +112,23 @@ class Journey:
         except HttpError as exc:
             self.rec.error(st, route, exc.kind)
             return None
-        self.rec.answer(st, route, sent, r.status, "retry-after" in r.headers)
+        if not self.rec.answer(st, route, sent, r.status, "retry-after" in r.headers):
+            st.failing_since = None
         return r
 
     async def _think(self) -> None:
         await asyncio.sleep(self.rng.uniform(*self.behaviour.think_s))
 
     async def _after_failure(self, st: Student, r: Response | None) -> None:
-        """Wait before trying again: the server's Retry-After, else a moment's thought."""
-        if self.rec.now() - st.arrival > self.behaviour.patience_s:
+        """Wait before trying again: the server's Retry-After, else a moment's thought.
+
+        Patience is for failures in a row: a student who waited in line for an hour
+        still tries a few times when the lookup fails.
+        """
+        now = self.rec.now()
+        if st.failing_since is None:
+            st.failing_since = now
+        elif now - st.failing_since > self.behaviour.patience_s:
             raise _GaveUp
         if r is not None and "retry-after" in r.headers:
             await asyncio.sleep(r.retry_after(5.0))

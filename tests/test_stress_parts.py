@@ -8,6 +8,8 @@ import redis.asyncio as aioredis
 from stress import analysis, arrivals, simulate
 from stress.baseline import parse_wrk
 from stress.record import Recorder, Student
+from stress.stack import free_port
+from stress.student import Behaviour, Journey, Target
 from tests.gateway_support import make_settings
 from waitroom.queue import Queue
 
@@ -127,3 +129,15 @@ def test_wrk_output_is_read_with_its_units() -> None:
         "errors": 5.0,
         "non_2xx": 16.0,
     }
+
+
+async def test_a_student_who_keeps_failing_gives_up_after_their_patience() -> None:
+    port = free_port()  # nobody listens there: every connection is refused
+    rec = Recorder()
+    behaviour = Behaviour(think_s=(0.05, 0.1), patience_s=0.5, timeout_s=2.0)
+    journey = Journey(Target("direct", "127.0.0.1", port), behaviour, rec, 2026, 1)
+    st = Student(id=0, candidate=0, kind="browser", arrival=0.0)
+    await journey.run(st)
+    assert st.outcome == "gave-up" and st.result_at is None
+    assert st.failures == st.requests >= 5
+    assert rec.errors == {"GET / connect: ConnectionRefusedError": st.failures}
