@@ -33,6 +33,7 @@ CANDIDATES = int(os.environ.get("WAITROOM_CANDIDATES", "100000"))
 _POSITION = re.compile(r'data-position="(\d+)"')
 _EPOCH = re.compile(r'data-epoch="([^"]*)"')
 _RETRY = re.compile(r'data-retry="(\d+)"')
+_RELEASE = re.compile(r'data-release="(\d+)"')
 HTML = {"Accept": "text/html"}
 JSON = {"Accept": "application/json"}
 
@@ -52,8 +53,21 @@ class Student(HttpUser):
                 r.success()  # a calm 503 is the waiting room working; locust times it
                 time.sleep(float(r.headers.get("Retry-After", "5")))
 
+    def _prequeue(self, release_at_ms: int) -> str:
+        """Before a scheduled release: count down, then ask until the place is drawn."""
+        time.sleep(max(0.0, release_at_ms / 1000 - time.time()) + random.uniform(1, 5))
+        while True:
+            r = self.client.get("/status", headers=JSON)
+            j: dict[str, Any] = r.json() if r.ok else {}
+            if r.ok and j.get("state") != "prequeue":
+                return self._page()
+            time.sleep(min(float(j.get("retry_after_s") or 5), 5.0) * random.uniform(0.8, 1.2))
+
     def _wait(self, page: str) -> str:
         """What waitroom.js does until the student's turn; returns the page after."""
+        release = _RELEASE.findall(page)
+        if release:
+            return self._prequeue(int(release[0]))
         position = int(_POSITION.findall(page)[0])
         epoch = _EPOCH.findall(page)[0]
         retry = _RETRY.findall(page)
@@ -76,9 +90,11 @@ class Student(HttpUser):
                     continue
                 if j["epoch"] != epoch or position <= j["frontier"]:
                     return self._page()
-                rate = float(j["rate"])
+                if j["rate"] > 0:  # a paused line reports 0: keep the last real rate
+                    rate = float(j["rate"])
                 ahead = max(0.0, position - j["frontier"] - 1.0)
-                delay = min(60.0, max(2.0, ahead / max(rate, 0.001) / 4))
+                wait = ahead / max(rate, 0.001) / 4
+                delay = 5.0 if j["paused"] else min(60.0, max(2.0, wait))
 
     @task
     def get_my_result(self) -> None:
