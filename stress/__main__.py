@@ -8,6 +8,7 @@ Scenarios (``python -m stress SCENARIO --help`` for each one's options):
   release   a release-day curve: early birds, a sharp peak, a long tail
   simulate  2,000,000 students through the real queue scripts, simulated clock
   baseline  plaintext throughput of the server stacks, and the load generator's own
+  door      what one gateway worker takes: first visits, joins, queue-state polls
   gateway   the gateway benchmark (python -m stress.gateway_bench)
   lookup    the lookup backend benchmark (python -m stress.lookup_bench)
 
@@ -25,6 +26,7 @@ SCENARIOS = {
     "release": "stress.spike",
     "simulate": "stress.simulate",
     "baseline": "stress.baseline",
+    "door": "stress.door",
 }
 BENCHES = {"gateway": "stress.gateway_bench", "lookup": "stress.lookup_bench"}
 
