@@ -46,3 +46,11 @@ class RoomKeys:
     def spent(self, ticket_id: str) -> str:
         """String: marks a ticket already traded for a pass (EX: the ticket's lifetime)."""
         return f"{self._tag}:spent:{ticket_id}"
+
+    def lookups(self, pass_id: str) -> str:
+        """String: lookups made with one admission pass (PX: the pass's lifetime)."""
+        return f"{self._tag}:lookups:{pass_id}"
+
+    def joins(self, client: str) -> str:
+        """String: places in line one client took in the current window (PX: the window)."""
+        return f"{self._tag}:joins:{client}"
