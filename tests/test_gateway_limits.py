@@ -184,7 +184,7 @@ async def test_the_html_page_says_the_lookups_are_used_up(gateway: GatewayFactor
 
 
 async def test_the_lookup_that_trades_the_ticket_counts_too(gateway: GatewayFactory) -> None:
-    async with gateway(rate=0.5, pass_max_lookups=2) as gw, student() as first, student() as s:
+    async with gateway(rate=1.0, pass_max_lookups=2) as gw, student() as first, student() as s:
         await wait_for_credit(gw.url)
         await join(first, gw.url)  # takes the only credit
         await join(s, gw.url)
