@@ -16,6 +16,8 @@ import redis.asyncio as aioredis
 from waitroom.embedded_redis import EmbeddedRedis
 from waitroom.queue import connect
 
+pytest_plugins = ("tests.e2e",)
+
 
 @pytest.fixture(scope="session")
 def redis_server() -> Iterator[EmbeddedRedis | None]:

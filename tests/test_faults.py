@@ -24,18 +24,15 @@ import pytest
 import redis
 import redis.asyncio as aioredis
 
-from tests import test_gateway_http as http_tests
+from tests.e2e import JSON, candidate_form, student, wait_for_credit
 from tests.gateway_processes import kill_node, node_env, start_node, stop_node, wait_up
 from tests.gateway_support import BACKEND_KEYS, make_settings
 from tests.servers import free_port, serving
-from tests.test_gateway_http import JSON, candidate_form, student, wait_for_credit
 from waitroom.app import create_app
 from waitroom.embedded_redis import EmbeddedRedis
 from waitroom.keys import RoomKeys
 from waitroom.tickets import PASS_COOKIE
 
-results_db = http_tests.results_db
-backend = http_tests.backend
 KEYS = RoomKeys("results")
 
 

@@ -34,14 +34,12 @@ from lookup.csvformat import COLUMNS, row_of
 from lookup.errors import ImportFailed, ImportRejected
 from lookup.importer import import_csv
 from lookup.store import ResultStore
-from tests import test_gateway_http as http_tests
+from tests.e2e import student, wait_for_credit
 from tests.gateway_support import BACKEND_KEYS, make_settings
 from tests.servers import serving
-from tests.test_gateway_http import student, wait_for_credit
 from waitroom.app import create_app
 from waitroom.tickets import PASS_COOKIE, TICKET_COOKIE
 
-results_db = http_tests.results_db
 # WAITROOM_TEST_FUZZ_SCALE=20 runs twenty times the examples, for a deeper search.
 SCALE = int(os.environ.get("WAITROOM_TEST_FUZZ_SCALE", "1"))
 FUZZ = settings(

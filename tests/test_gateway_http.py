@@ -3,20 +3,28 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import re
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 import pytest
 import redis.asyncio as aioredis
-from itsdangerous import TimestampSigner, URLSafeTimedSerializer
 
-from lookup import importer, sample
+from lookup import sample
 from lookup.app import create_app as create_backend
+from tests.e2e import (
+    JSON,
+    GatewayFactory,
+    candidate_form,
+    forge,
+    join,
+    status,
+    student,
+    wait_for_credit,
+)
 from tests.gateway_support import BACKEND_KEYS, TEST_KEYS, make_settings
 from tests.servers import Server, free_port, serving
 from waitroom.app import create_app
@@ -24,84 +32,6 @@ from waitroom.config import Settings
 from waitroom.embedded_redis import EmbeddedRedis
 from waitroom.keys import RoomKeys
 from waitroom.tickets import PASS_COOKIE, TICKET_COOKIE
-
-STUDENTS = 40
-JSON = {"Accept": "application/json"}
-
-
-@pytest.fixture(scope="session")
-def results_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    folder = tmp_path_factory.mktemp("results")
-    csv_path = folder / "sample.csv"
-    sample.write_csv(csv_path, STUDENTS)
-    db = folder / "results.sqlite3"
-    importer.import_csv(csv_path, db)
-    return db
-
-
-@pytest.fixture
-async def backend(results_db: Path) -> AsyncIterator[Server]:
-    async with serving(create_backend(results_db, admission_keys=BACKEND_KEYS)) as server:
-        yield server
-
-
-GatewayFactory = Callable[..., contextlib.AbstractAsyncContextManager[Server]]
-
-
-@pytest.fixture
-def gateway(redis_url: str, backend: Server, redis_sync: Any) -> GatewayFactory:
-    """Start a gateway app (another 'node' each call) sharing Redis and the backend."""
-
-    @contextlib.asynccontextmanager
-    async def start(**overrides: Any) -> AsyncIterator[Server]:
-        values: dict[str, Any] = {"backend_url": backend.url}
-        values.update(overrides)
-        settings = make_settings(values.pop("redis_url", redis_url), **values)
-        async with serving(create_app(settings), values.get("port")) as server:
-            yield server
-
-    return start
-
-
-def student() -> aiohttp.ClientSession:
-    # unsafe=True: keep cookies for 127.0.0.1, as a browser does.
-    return aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True))
-
-
-async def status(session: aiohttp.ClientSession, base: str) -> dict[str, Any]:
-    async with session.get(base + "/status", headers=JSON) as response:
-        assert response.status in (200, 202, 503), response.status
-        body: dict[str, Any] = await response.json()
-        return body
-
-
-async def join(session: aiohttp.ClientSession, base: str) -> tuple[int, dict[str, Any]]:
-    async with session.get(base + "/", headers=JSON) as response:
-        body = (
-            await response.json(content_type=None)
-            if "json" in (response.content_type or "")
-            else {}
-        )
-        return response.status, body
-
-
-async def wait_for_credit(base: str, timeout: float = 5.0) -> None:
-    """Until the gateway's view has a state (its first refresh and pacer tick)."""
-    deadline = time.monotonic() + timeout
-    async with aiohttp.ClientSession() as session:
-        while time.monotonic() < deadline:
-            async with session.get(base + "/queue/state") as response:
-                if response.status == 200:
-                    await asyncio.sleep(0.3)
-                    return
-            await asyncio.sleep(0.05)
-    raise AssertionError("gateway never published a queue state")
-
-
-def candidate_form(k: int = 0) -> dict[str, str]:
-    sheet = sample.candidate(sample.DEFAULT_SEED, k)
-    return {"roll": sheet.roll, "dob": sheet.dob.isoformat()}
-
 
 # -- admission -----------------------------------------------------------------------
 
@@ -237,14 +167,6 @@ async def test_two_gateways_admit_each_position_once(
 # -- tickets -------------------------------------------------------------------------
 
 
-def _forge(keys: tuple[str, ...], salt: str, payload: Any, age_s: int = 0) -> str:
-    class Aged(TimestampSigner):
-        def get_timestamp(self) -> int:
-            return int(time.time()) - age_s
-
-    return URLSafeTimedSerializer(list(reversed(keys)), salt=salt, signer=Aged).dumps(payload)
-
-
 async def _epoch(redis_client: aioredis.Redis) -> str:
     value = await redis_client.hget(RoomKeys("results").state, "epoch")
     return value.decode() if value else ""
@@ -257,25 +179,25 @@ async def _epoch(redis_client: aioredis.Redis) -> str:
         (
             "tampered",
             lambda epoch: (
-                _forge(TEST_KEYS, "waitroom.ticket", ["results", 1, "x", epoch, 0])[:-3] + "AAA"
+                forge(TEST_KEYS, "waitroom.ticket", ["results", 1, "x", epoch, 0])[:-3] + "AAA"
             ),
             "rejected_tampered",
         ),
         (
             "wrong key",
-            lambda epoch: _forge(
+            lambda epoch: forge(
                 ("another-secret-key-000000",), "waitroom.ticket", ["results", 1, "x", epoch, 0]
             ),
             "rejected_tampered",
         ),
         (
             "foreign room",
-            lambda epoch: _forge(TEST_KEYS, "waitroom.ticket", ["elsewhere", 1, "x", epoch, 0]),
+            lambda epoch: forge(TEST_KEYS, "waitroom.ticket", ["elsewhere", 1, "x", epoch, 0]),
             "rejected_foreign",
         ),
         (
             "expired",
-            lambda epoch: _forge(
+            lambda epoch: forge(
                 TEST_KEYS, "waitroom.ticket", ["results", 1, "x", epoch, 0], age_s=13 * 3600
             ),
             "rejected_expired",
@@ -315,7 +237,7 @@ async def test_rotated_key_still_honours_old_tickets(
         await join(first, gw.url)
         _, body = await join(first, gw.url)
     old = body["position"] if body else 1
-    token = _forge(
+    token = forge(
         TEST_KEYS, "waitroom.ticket", ["results", old, "x", await _epoch(redis_client), 0]
     )
     async with gateway(rate=0.5, secret_keys=("brand-new-key-0123456789", *TEST_KEYS)) as gw:
@@ -331,7 +253,7 @@ async def test_expired_pass_sends_back_to_the_line(
     async with gateway(rate=0.5) as gw, student() as first:
         await wait_for_credit(gw.url)
         await join(first, gw.url)
-        token = _forge(
+        token = forge(
             TEST_KEYS, "waitroom.pass", ["results", "abc", await _epoch(redis_client)], age_s=3600
         )
         async with student() as s:

@@ -15,10 +15,7 @@ import pytest
 import redis.asyncio as aioredis
 
 from lookup.app import create_app as create_backend
-from tests import test_gateway_http as http_tests
-from tests.gateway_support import BACKEND_KEYS, make_settings
-from tests.servers import free_port, serving
-from tests.test_gateway_http import (
+from tests.e2e import (
     JSON,
     GatewayFactory,
     candidate_form,
@@ -26,6 +23,8 @@ from tests.test_gateway_http import (
     student,
     wait_for_credit,
 )
+from tests.gateway_support import BACKEND_KEYS, make_settings
+from tests.servers import free_port, serving
 from waitroom.app import create_app
 from waitroom.config import Settings
 from waitroom.embedded_redis import EmbeddedRedis
@@ -35,10 +34,6 @@ from waitroom.limits import client_address, parse_networks
 from waitroom.tickets import CLOCK_SKEW_S, PASS_COOKIE, TICKET_COOKIE
 
 KEYS = RoomKeys("results")
-# The end-to-end fixtures: a results database, a backend, gateways sharing Redis.
-results_db = http_tests.results_db
-backend = http_tests.backend
-gateway = http_tests.gateway
 
 
 def _cookies(session: aiohttp.ClientSession) -> dict[str, str]:

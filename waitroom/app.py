@@ -18,14 +18,12 @@ import json
 import logging
 import time
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
 from typing import Any
 
-import redis.asyncio as aioredis
 from quart import Quart, Response, render_template, request
 from werkzeug.exceptions import HTTPException
 
-from waitroom.assets import Assets
+from waitroom.admin import admin_blueprint
 from waitroom.config import Settings
 from waitroom.errors import BackendUnavailable, StoreUnavailable
 from waitroom.fastpath import (
@@ -36,50 +34,18 @@ from waitroom.fastpath import (
     FastPath,
     wants_json,
 )
-from waitroom.forward import Forwarder
 from waitroom.i18n import LANGUAGE_NAMES, LANGUAGES, MESSAGES, pick_language
-from waitroom.limits import Limits, LookupVerdict
-from waitroom.pacer import Pacer
-from waitroom.queue import Queue, connect
+from waitroom.limits import LookupVerdict
+from waitroom.metrics import CONTENT_TYPE_LATEST, render_metrics
+from waitroom.services import Services
 from waitroom.standing import Standing, standing
-from waitroom.tickets import PASS_COOKIE, TICKET_COOKIE, Ticket, TicketRejected, TicketSigner
-from waitroom.view import RoomView
+from waitroom.tickets import PASS_COOKIE, TICKET_COOKIE, Ticket, TicketRejected
 
 log = logging.getLogger(__name__)
 
 LANG_COOKIE = "wr_lang"
 # The routes that reach the lookup backend once admitted.
 FORWARDED = {("GET", "/"), ("POST", "/result"), ("POST", "/api/result")}
-
-
-@dataclass
-class Services:
-    settings: Settings
-    redis: aioredis.Redis
-    queue: Queue
-    view: RoomView
-    pacer: Pacer
-    signer: TicketSigner
-    assets: Assets
-    forwarder: Forwarder
-    limits: Limits
-
-    @classmethod
-    def build(cls, settings: Settings) -> Services:
-        client = connect(settings.redis_url)
-        queue = Queue(client, settings)
-        view = RoomView(queue, settings)
-        return cls(
-            settings=settings,
-            redis=client,
-            queue=queue,
-            view=view,
-            pacer=Pacer(queue, view, settings),
-            signer=TicketSigner(settings),
-            assets=Assets(settings.static_dir or None),
-            forwarder=Forwarder(settings),
-            limits=Limits(client, settings, view),
-        )
 
 
 def create_app(settings: Settings | None = None) -> Quart:
@@ -104,6 +70,9 @@ def create_app(settings: Settings | None = None) -> Quart:
         tasks = [
             asyncio.create_task(services.view.run(), name="waitroom-view"),
             asyncio.create_task(services.pacer.run(), name="waitroom-pacer"),
+            asyncio.create_task(
+                services.stats.run(services.redis, services.queue.keys), name="waitroom-stats"
+            ),
         ]
         try:
             yield
@@ -118,10 +87,14 @@ def create_app(settings: Settings | None = None) -> Quart:
 
     app.add_template_filter(_clock, "clock")
 
+    app.register_blueprint(admin_blueprint(services))
+
     @app.context_processor
     def template_globals() -> dict[str, Any]:
         lang = _language()
+        state = services.view.state
         return {
+            "banner": state.banner_text(lang) if state else "",
             "lang": lang,
             "t": MESSAGES[lang],
             "other_lang": next(code for code in LANGUAGES if code != lang),
@@ -160,6 +133,11 @@ def create_app(settings: Settings | None = None) -> Quart:
     @app.route("/healthz")
     async def healthz() -> Response:
         return Response("ok\n", content_type="text/plain")
+
+    @app.route("/metrics")
+    async def metrics() -> Response:
+        body = await render_metrics(services)
+        return Response(body, content_type=CONTENT_TYPE_LATEST)
 
     @app.route("/readyz")
     async def readyz() -> Response:
@@ -217,6 +195,7 @@ async def _admit_then_forward(
         try:
             admission = signer.read_pass(pass_token)
         except TicketRejected as exc:
+            services.stats.count(f"rejected:pass:{exc.reason}")
             notice = "pass_expired" if exc.reason == "expired" else f"rejected_{exc.reason}"
         else:
             if not forward or (as_json and request.method == "GET"):
@@ -224,11 +203,17 @@ async def _admit_then_forward(
             return await _forward(services, admission.id)
 
     state = services.view.state
+    if state is not None and state.mode == "pass-through" and forward:
+        # The kill switch: no line at all, every request goes to the backend.
+        if as_json and request.method == "GET":
+            return _admitted_json()
+        return await _forward(services, None)
     ticket_token = request.cookies.get(TICKET_COOKIE)
     if ticket_token:
         try:
             ticket = signer.read_ticket(ticket_token, state.epoch if state else None)
         except TicketRejected as exc:
+            services.stats.count(f"rejected:ticket:{exc.reason}")
             notice = notice or f"rejected_{exc.reason}"
         else:
             now = standing(ticket, services.view)
@@ -248,6 +233,7 @@ async def _admit_then_forward(
             await services.view.restore()
             joined = await services.queue.join()
     except StoreUnavailable as exc:
+        services.stats.count("store_error:join")
         log.warning("waitroom: %s; new arrival asked to retry", exc)
         joined = None
     if joined is None:
@@ -278,6 +264,7 @@ async def _admit(services: Services, ticket: Ticket, as_json: bool) -> Response 
     try:
         first = await services.queue.spend(ticket.id)
     except StoreUnavailable as exc:
+        services.stats.count("store_error:spend")
         # Fail open: a student who reached the front is never stranded by an outage.
         log.warning("waitroom: %s; ticket exchanged unchecked", exc)
         first = True
@@ -288,13 +275,15 @@ async def _admit(services: Services, ticket: Ticket, as_json: bool) -> Response 
         response = _admitted_json()
     else:
         response = await _forward(services, ticket.id)
-    _set_cookie(response, PASS_COOKIE, token, services.settings.pass_ttl_s, services)
+    _set_cookie(response, PASS_COOKIE, token, services.view.pass_ttl_s(), services)
     # The ticket is spent: when the pass expires the student joins at the back.
     response.delete_cookie(TICKET_COOKIE)
     return response
 
 
-async def _forward(services: Services, pass_id: str) -> Response:
+async def _forward(services: Services, pass_id: str | None) -> Response:
+    """Forward to the backend; a lookup is counted against ``pass_id`` (None: the
+    pass-through mode, no line and no passes, so nothing to count)."""
     method, path = request.method, request.path
     if (method, path) not in FORWARDED:
         return _json({"error": "not found"}, 404)
@@ -305,7 +294,7 @@ async def _forward(services: Services, pass_id: str) -> Response:
     if isinstance(limited, LookupVerdict):
         return await _lookup_limited(limited)
     verdict = None
-    if method == "POST" and not fault:
+    if method == "POST" and not fault and pass_id is not None:
         verdict = await services.limits.take_lookup(pass_id)
         if not verdict.allowed:
             return await _lookup_limited(verdict)
@@ -317,7 +306,7 @@ async def _forward(services: Services, pass_id: str) -> Response:
         ]
         answer = await services.forwarder.forward(method, path, headers, body)
     except BackendUnavailable as exc:
-        if verdict is not None:
+        if verdict is not None and pass_id is not None:
             await services.limits.settle(pass_id, verdict, None)
         log.warning("waitroom: %s", exc)
         if _wants_json():
@@ -326,7 +315,7 @@ async def _forward(services: Services, pass_id: str) -> Response:
         return await _message_page(
             "title_busy", "busy", 503, retry_s=5, resubmit=dict(form), action=path
         )
-    if verdict is not None:
+    if verdict is not None and pass_id is not None:
         await services.limits.settle(pass_id, verdict, answer.status)
     headers_out = {k.decode("latin-1"): v.decode("latin-1") for k, v in answer.headers}
     return Response(answer.body, status=answer.status, headers=headers_out)
@@ -383,7 +372,13 @@ async def _waiting(
         if notice:
             body["notice"] = notice
         return _json(body, 200 if now.ready else 202, headers)
-    span = max(1, ticket.position - ticket.joined_frontier)
+    if now.prequeue:
+        html = await render_template(
+            "prequeue.html", standing=now, ticket=ticket, notice=notice, countdown=_countdown(now)
+        )
+        status = services.settings.waiting_status
+        return Response(html, status=status, headers=headers, content_type="text/html")
+    span = max(1, now.position - ticket.joined_frontier)
     done = min(span, max(0, span - now.ahead - 1)) if not now.ready else span
     html = await render_template(
         "progress.html",
@@ -404,6 +399,12 @@ async def _waiting(
 
 def _clock(timestamp: float) -> str:
     return time.strftime("%H:%M:%S", time.localtime(timestamp)) if timestamp else "–"
+
+
+def _countdown(now: Standing) -> str:
+    left = max(0, int((now.release_at_ms or 0) / 1000 - time.time()))
+    hours, rest = divmod(left, 3600)
+    return (f"{hours}:{rest // 60:02d}" if hours else f"{rest // 60}") + f":{rest % 60:02d}"
 
 
 def _language() -> str:

@@ -61,6 +61,26 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--data-dir", default="data", help="where the sample data is kept")
     demo.set_defaults(run=_demo)
 
+    hashing = commands.add_parser(
+        "hash-password",
+        help="print the hash of an admin password, for WAITROOM_ADMIN_PASSWORD_HASH",
+        description="Reads the password from the terminal (asked twice), or from "
+        "standard input when it is not a terminal, and prints its scrypt hash.",
+    )
+    hashing.set_defaults(run=_hash_password)
+
+    order = commands.add_parser(
+        "release-order",
+        help="print a scheduled release's pre-queue order, to audit it",
+        description="Recomputes the random order of a release's pre-queue from the seed "
+        "the admin page shows after the release: one line per place, the pre-queue "
+        "position that got it.",
+    )
+    order.add_argument("--seed", required=True, help="the release seed (hex)")
+    order.add_argument("--first", type=int, required=True, help="first pre-queue position")
+    order.add_argument("--last", type=int, required=True, help="last pre-queue position")
+    order.set_defaults(run=_release_order)
+
     from lookup.cli import register as register_lookup
 
     register_lookup(commands)
@@ -96,6 +116,40 @@ def _demo(args: argparse.Namespace) -> int:
     from waitroom import demo
 
     return demo.run(port=args.port, students=args.students, rate=args.rate, data_dir=args.data_dir)
+
+
+def _hash_password(args: argparse.Namespace) -> int:
+    import getpass
+
+    from waitroom.passwords import hash_password
+
+    if sys.stdin.isatty():
+        password = getpass.getpass("Admin password: ")
+        if getpass.getpass("Again: ") != password:
+            print("waitroom: error: the two passwords differ; nothing printed", file=sys.stderr)
+            return 2
+    else:
+        password = sys.stdin.readline().rstrip("\r\n")
+    if len(password) < 12:
+        print(
+            "waitroom: error: use an admin password of at least 12 characters",
+            file=sys.stderr,
+        )
+        return 2
+    print(hash_password(password))
+    return 0
+
+
+def _release_order(args: argparse.Namespace) -> int:
+    from waitroom import release
+
+    first, last = args.first, args.last
+    if first < 1 or last < first:
+        print(f"waitroom: error: need 1 <= --first <= --last; got {first}, {last}", file=sys.stderr)
+        return 2
+    for place, k in enumerate(release.order(args.seed, last - first + 1), start=first):
+        print(f"{place}\t{first + k - 1}")
+    return 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from waitroom.errors import ConfigError
+from waitroom.passwords import check_hash_format
 
 ENV_PREFIX = "WAITROOM_"
 MODES = ("production", "demo", "test")
@@ -82,6 +83,16 @@ class Settings:
     backend_connect_timeout_s: float = 2.0
     backend_read_timeout_s: float = 10.0
     backend_pool_size: int = 100
+    # The governor (waitroom/governor.py) lowers admission while the backend's p95
+    # latency or error share passes these (0 turns the latency rule off), and
+    # admits faster to make up for admitted students who never come.
+    backend_p95_target_ms: float = 1000.0
+    backend_error_target: float = 0.05
+    noshow_compensation: bool = True
+    # The admin page's password, as `waitroom hash-password` prints it; empty
+    # turns the admin page off (demo mode makes a random password instead).
+    admin_password_hash: str = field(default="", repr=False)
+    admin_session_ttl_s: int = 8 * 3600
     host: str = "127.0.0.1"
     port: int = 8080
     workers: int = 1
@@ -218,6 +229,34 @@ def _check(s: Settings) -> None:
         s.backend_url,
         "must be an http:// URL (the gateway-to-backend hop is a private link)",
     )
+    need(
+        s.backend_p95_target_ms >= 0,
+        "backend_p95_target_ms",
+        s.backend_p95_target_ms,
+        "must be >= 0 (0 turns the latency rule off)",
+    )
+    need(
+        0 < s.backend_error_target <= 1,
+        "backend_error_target",
+        s.backend_error_target,
+        "must be a share above 0 and at most 1 (1 turns the error rule off)",
+    )
+    need(
+        300 <= s.admin_session_ttl_s <= 7 * 86400,
+        "admin_session_ttl_s",
+        s.admin_session_ttl_s,
+        "must be between 300 seconds and 7 days",
+    )
+    if s.admin_password_hash:
+        try:
+            check_hash_format(s.admin_password_hash)
+        except ValueError as exc:
+            need(
+                False,
+                "admin_password_hash",
+                "<hidden>",
+                f"{exc}; make one with: waitroom hash-password",
+            )
     need(
         s.pass_max_lookups >= 0,
         "pass_max_lookups",

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import os
 import secrets
+import signal
 import subprocess
 import sys
 import time
@@ -19,6 +20,7 @@ from pathlib import Path
 
 from waitroom.embedded_redis import EmbeddedRedis
 from waitroom.errors import WaitroomError
+from waitroom.passwords import hash_password
 
 
 def _waitroom(*args: str, env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
@@ -46,6 +48,10 @@ def _wait_healthy(url: str, process: subprocess.Popen[bytes], timeout: float = 3
     raise WaitroomError(f"{url} did not become healthy within {timeout:.0f}s")
 
 
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
 def prepare_data(data_dir: Path, students: int) -> Path:
     """Sample CSV and imported database, reused across runs of the same size."""
     data_dir.mkdir(parents=True, exist_ok=True)
@@ -64,6 +70,8 @@ def run(*, port: int, students: int, rate: float, data_dir: str) -> int:
     from lookup import sample
 
     db = prepare_data(Path(data_dir), students)
+    # A fresh random password each run: the demo never has a known default.
+    admin_password = secrets.token_urlsafe(12)
     backend_port = port + 1
     env = dict(os.environ)
     env.update(
@@ -74,9 +82,12 @@ def run(*, port: int, students: int, rate: float, data_dir: str) -> int:
             "WAITROOM_BACKEND_URL": f"http://127.0.0.1:{backend_port}",
             "WAITROOM_RATE": str(rate),
             "WAITROOM_ACTIVE_WINDOW_S": "30",
+            "WAITROOM_ADMIN_PASSWORD_HASH": hash_password(admin_password),
         }
     )
     processes: list[subprocess.Popen[bytes]] = []
+    # `kill` (SIGTERM) stops the demo as Ctrl-C does: children and Redis with it.
+    signal.signal(signal.SIGTERM, _interrupt)
     with EmbeddedRedis() as redis_server:
         env["WAITROOM_REDIS_URL"] = redis_server.url
         try:
@@ -93,6 +104,8 @@ def run(*, port: int, students: int, rate: float, data_dir: str) -> int:
                 "\nwaitroom demo is running:\n"
                 f"  students:        http://127.0.0.1:{port}/\n"
                 f"  queue state:     http://127.0.0.1:{port}/queue/state\n"
+                f"  admin:           http://127.0.0.1:{port}/admin  (password: "
+                f"{admin_password})\n"
                 f"  lookup backend:  http://127.0.0.1:{backend_port}/ (needs the "
                 "gateway's admission header)\n"
                 f"  redis:           {redis_server.url}\n"

@@ -13,11 +13,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import time
 
 from lookup.admission import HEADER_BYTES as ADMISSION_HEADER
 from lookup.admission import AdmissionSigner
 from waitroom.config import Settings
 from waitroom.errors import BackendUnavailable
+from waitroom.telemetry import BackendStats
 from waitroom.upstream import Upstream, UpstreamError, UpstreamResponse
 
 log = logging.getLogger(__name__)
@@ -28,8 +30,9 @@ FORWARD_RESPONSE = frozenset({b"content-type", b"content-language", b"cache-cont
 
 
 class Forwarder:
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, stats: BackendStats | None = None) -> None:
         self.settings = settings
+        self.stats = stats
         self.url = settings.backend_url.rstrip("/")
         self.room = settings.room
         self.admission = AdmissionSigner(settings.backend_secret)
@@ -76,10 +79,17 @@ class Forwarder:
             raise BackendUnavailable(self.url, "gateway is not serving yet")
         out = [(k, v) for k, v in headers if k in FORWARD_REQUEST]
         out.append((ADMISSION_HEADER, self.admission.reusable(self.room, self.worker).encode()))
+        started = time.perf_counter()
         try:
             answer = await upstream.request(method, path, out, body)
         except UpstreamError as exc:
+            self._record(started, ok=False, kind=exc.kind)
             raise BackendUnavailable(self.url + path, str(exc)) from exc
+        self._record(
+            started,
+            ok=answer.status < 500 and answer.status != 403,
+            kind="refused" if answer.status == 403 else "status_5xx",
+        )
         if answer.status >= 500:
             raise BackendUnavailable(self.url + path, f"answered {answer.status}")
         if answer.status == 403:
@@ -93,3 +103,7 @@ class Forwarder:
             raise BackendUnavailable(self.url + path, "admission header refused (403)")
         kept = [(k, v) for k, v in answer.headers if k in FORWARD_RESPONSE]
         return UpstreamResponse(answer.status, kept, answer.body)
+
+    def _record(self, started: float, *, ok: bool, kind: str = "") -> None:
+        if self.stats is not None:
+            self.stats.record(time.perf_counter() - started, ok, "" if ok else kind)

@@ -50,6 +50,14 @@ MESSAGES: dict[str, dict[str, str]] = {
         "title_bad_request": "That request could not be understood",
         "not_found": "There is no page at this address.",
         "go_home": "Go to the result page",
+        "title_prequeue": "Results are not out yet",
+        "release_at": "Results will be released at",
+        "countdown": "Time left",
+        "prequeue_fair": "You have a place in the pre-queue. At the release time everyone "
+        "in it gets a random place in line, so coming earlier, or refreshing at the last "
+        "second, gains nothing. Keep this page open: it will show your place by itself.",
+        "releasing": "Releasing now: your place in line is being drawn…",
+        "notice": "Notice",
         "language": "भाषा: हिन्दी",
         "title_lookup_limit": "All lookups for this turn are used",
         "lookup_limit": "Each turn allows {limit} result lookups, and all of them have "
@@ -99,6 +107,14 @@ MESSAGES: dict[str, dict[str, str]] = {
         "title_bad_request": "यह अनुरोध समझा नहीं जा सका",
         "not_found": "इस पते पर कोई पेज नहीं है।",
         "go_home": "परिणाम पेज पर जाएँ",
+        "title_prequeue": "परिणाम अभी जारी नहीं हुए हैं",
+        "release_at": "परिणाम जारी होने का समय",
+        "countdown": "बाकी समय",
+        "prequeue_fair": "आपको पूर्व-कतार में स्थान मिल गया है। जारी होने के समय पूर्व-कतार के "
+        "सभी लोगों को कतार में यादृच्छिक (रैंडम) स्थान मिलेगा, इसलिए पहले आने या आख़िरी पल "
+        "में रीफ़्रेश करने से कोई लाभ नहीं। यह पेज खुला रखें: यह अपने आप आपका स्थान दिखाएगा।",
+        "releasing": "परिणाम जारी हो रहे हैं: कतार में आपका स्थान तय किया जा रहा है…",
+        "notice": "सूचना",
         "language": "Language: English",
         "title_lookup_limit": "इस बारी की सभी खोजें हो चुकी हैं",
         "lookup_limit": "हर बारी में {limit} परिणाम खोजे जा सकते हैं, और सभी इस्तेमाल हो चुके "

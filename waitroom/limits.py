@@ -69,9 +69,6 @@ class Limits:
         self.view = view
         source = resources.files("waitroom").joinpath("lua", "count.lua").read_text("utf-8")
         self._count = client.register_script(source)
-        # A pass lives pass_ttl_s from its signing, judged with CLOCK_SKEW_S of
-        # tolerance; a counter started at its first lookup outlives it.
-        self._pass_window_ms = (settings.pass_ttl_s + CLOCK_SKEW_S) * 1000
         self._join_window_ms = settings.join_window_s * 1000
         self.trusted = parse_networks(settings.trusted_proxies)
         self._untrusted_xff_logged = False
@@ -85,6 +82,12 @@ class Limits:
 
     # -- lookups per pass ----------------------------------------------------------
 
+    def _pass_window_ms(self) -> int:
+        # A pass lives its lifetime (an admin may change it at run time) from its
+        # signing, judged with CLOCK_SKEW_S of tolerance; a counter started at its
+        # first lookup outlives it.
+        return (self.view.pass_ttl_s() + CLOCK_SKEW_S) * 1000
+
     async def take_lookup(self, pass_id: str) -> LookupVerdict:
         """Count one lookup with this pass; ``allowed`` is False past the limit."""
         limit = self.settings.pass_max_lookups
@@ -96,7 +99,7 @@ class Limits:
         if limit == 0 or not self.view.healthy:
             return LookupVerdict(True, 0, limit, counted=False)
         try:
-            used, _ = await self._hit(self.keys.lookups(pass_id), self._pass_window_ms, 1)
+            used, _ = await self._hit(self.keys.lookups(pass_id), self._pass_window_ms(), 1)
         except StoreUnavailable as exc:
             log.warning("waitroom: %s; lookup not counted", exc)
             return LookupVerdict(True, 0, limit, counted=False)
@@ -110,7 +113,7 @@ class Limits:
         if not verdict.counted or not verdict.allowed or status in LOOKED_UP:
             return
         try:
-            await self._hit(self.keys.lookups(pass_id), self._pass_window_ms, -1)
+            await self._hit(self.keys.lookups(pass_id), self._pass_window_ms(), -1)
         except StoreUnavailable as exc:
             log.warning("waitroom: %s; a failed lookup stays counted", exc)
 

@@ -16,7 +16,9 @@ import socket
 
 from waitroom.config import Settings
 from waitroom.errors import StoreUnavailable
+from waitroom.governor import Governor
 from waitroom.queue import Queue, Tick
+from waitroom.telemetry import Sampler
 from waitroom.view import RoomView, stop_requested
 
 log = logging.getLogger(__name__)
@@ -27,9 +29,18 @@ def worker_id() -> str:
 
 
 class Pacer:
-    def __init__(self, queue: Queue, view: RoomView, settings: Settings) -> None:
+    def __init__(
+        self,
+        queue: Queue,
+        view: RoomView,
+        settings: Settings,
+        sampler: Sampler | None = None,
+        governor: Governor | None = None,
+    ) -> None:
         self.queue = queue
         self.view = view
+        self.sampler = sampler
+        self.governor = governor
         self.settings = settings
         self.id = worker_id()
         self.holder = False
@@ -51,6 +62,10 @@ class Pacer:
             )
         self.holder = bool(tick and tick.holder)
         self.last_tick = tick
+        if tick is not None and tick.holder and self.sampler is not None:
+            sample = await self.sampler.maybe_sample(tick, self.view.state)
+            if sample is not None and self.governor is not None:
+                await self.governor.update(sample, self.view.state)
         return tick
 
     async def run(self) -> None:

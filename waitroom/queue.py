@@ -8,6 +8,7 @@ deal with one exception and the cause stays chained.
 
 from __future__ import annotations
 
+import json
 import secrets
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -17,8 +18,10 @@ from typing import Any, TypeVar
 import redis.asyncio as aioredis
 import redis.exceptions
 
+from waitroom import release
 from waitroom.config import Settings
 from waitroom.errors import StoreUnavailable
+from waitroom.i18n import LANGUAGES
 from waitroom.keys import RoomKeys
 
 T = TypeVar("T")
@@ -59,6 +62,15 @@ class Joined:
 
 
 @dataclass(frozen=True)
+class Configured:
+    ok: bool
+    changed: int = 0
+    reason: str = ""
+    frontier: int = 0
+    size: int = 0
+
+
+@dataclass(frozen=True)
 class Tick:
     holder: bool
     frontier: int = 0
@@ -80,10 +92,47 @@ class RoomState:
     max_active: int
     paused: bool
     mode: str
+    pass_ttl_s: int = 600
+    banner: tuple[tuple[str, str], ...] = ()  # (language, text), non-empty only
+    # A scheduled release (waitroom/release.py): its time and seed, and the
+    # pre-queue, positions release_base + 1 .. released_n; released_n (the last
+    # position issued before the release) is None until the release time passes.
+    release_at_ms: int | None = None
+    release_seed: str = ""
+    release_base: int = 0
+    released_n: int | None = None
+    # The config hash as read, so a worker can restore it into an emptied Redis.
+    config: tuple[tuple[str, str], ...] = ()
+    # The governor's decisions (waitroom/governor.py): a rate held below ``rate``
+    # while the backend struggles (None: at the ceiling), the no-show factor, why.
+    effective_rate: float | None = None
+    noshow_factor: float = 1.0
+    governor_reason: str = ""
+    governor_at: float = 0.0
+    shown: int = 0  # admitted students who came for their pass
+
+    @property
+    def admission_rate(self) -> float:
+        """People per second the pacer admits now: the governed rate, no-shows made up."""
+        rate = self.rate if self.effective_rate is None else min(self.rate, self.effective_rate)
+        return rate * min(max(self.noshow_factor, 1.0), 2.0)
 
     @property
     def waiting(self) -> int:
         return max(0, self.seq - self.frontier)
+
+    @property
+    def held(self) -> bool:
+        """Nobody is being admitted: paused, everyone asked to wait, or before release."""
+        return self.paused or self.mode == "queue-all" or self.before_release
+
+    @property
+    def before_release(self) -> bool:
+        return self.release_at_ms is not None and self.released_n is None
+
+    def banner_text(self, lang: str) -> str:
+        texts = dict(self.banner)
+        return texts.get(lang) or texts.get("en", "")
 
 
 def new_epoch() -> str:
@@ -100,6 +149,9 @@ class Queue:
         self._join = client.register_script(_script_source("join.lua"))
         self._advance = client.register_script(_script_source("advance.lua"))
         self._init = client.register_script(_script_source("init.lua"))
+        self._configure = client.register_script(_script_source("configure.lua"))
+        self._spend = client.register_script(_script_source("spend.lua"))
+        self._govern = client.register_script(_script_source("govern.lua"))
 
     async def _call(self, operation: str, fn: Callable[[], Awaitable[T]]) -> T:
         try:
@@ -157,23 +209,64 @@ class Queue:
         frontier: int = 0,
         epoch: str | None = None,
         now_ms: int | None = None,
+        *,
+        released_n: int | None = None,
+        config: tuple[tuple[str, str], ...] = (),
     ) -> bool:
-        """Create the room's state if missing; True when this call created it."""
+        """Create the room's state if missing; True when this call created it.
+
+        ``released_n`` and ``config`` restore what a worker last saw into an emptied
+        Redis (the config only if Redis has none).
+        """
+        args: list[Any] = [seq, frontier, epoch or new_epoch(), self._key_ttl, _clock(now_ms)]
+        args.append("" if released_n is None else released_n)
+        for field, value in config:
+            args += [field, value]
         created = await self._call(
-            "init",
-            lambda: self._init(
-                keys=[self.keys.state],
-                args=[seq, frontier, epoch or new_epoch(), self._key_ttl, _clock(now_ms)],
-            ),
+            "init", lambda: self._init(keys=[self.keys.state, self.keys.config], args=args)
         )
         return bool(created)
 
+    async def configure(
+        self, changes: dict[str, str], meta: dict[str, Any], audit_len: int
+    ) -> Configured:
+        """Apply admin changes (an empty value restores the default) and audit them."""
+        k = self.keys
+        args: list[Any] = [json.dumps(meta), audit_len, release.new_seed()]
+        for field, value in changes.items():
+            args += [field, value]
+        reply: list[Any] = await self._call(
+            "configure",
+            lambda: self._configure(keys=[k.config, k.audit, k.state], args=args),
+        )
+        if int(reply[0]) == 1:
+            return Configured(True, changed=int(reply[1]))
+        return Configured(False, reason=_text(reply[1]), frontier=int(reply[2]), size=int(reply[3]))
+
+    async def audit(self, count: int) -> list[dict[str, Any]]:
+        entries = await self._call(
+            "read audit", lambda: self.client.lrange(self.keys.audit, 0, count - 1)
+        )
+        return [json.loads(e) for e in entries]
+
     async def spend(self, ticket_id: str) -> bool:
         """Mark a ticket as traded for a pass; False when it already was."""
-        key = self.keys.spent(ticket_id)
+        keys = [self.keys.spent(ticket_id), self.keys.state]
         ttl = self.settings.ticket_ttl_s
-        done = await self._call("spend ticket", lambda: self.client.set(key, 1, nx=True, ex=ttl))
+        done = await self._call("spend ticket", lambda: self._spend(keys=keys, args=[ttl]))
         return bool(done)
+
+    async def govern(
+        self, effective_rate: float | None, noshow_factor: float | None, reason: str, at: float
+    ) -> None:
+        """Record the governor's rate (None: the admin's) and no-show factor."""
+        args = [
+            "" if effective_rate is None else repr(round(effective_rate, 4)),
+            "" if noshow_factor is None else repr(round(noshow_factor, 4)),
+            reason,
+            repr(round(at, 3)),
+        ]
+        await self._call("govern", lambda: self._govern(keys=[self.keys.state], args=args))
 
     async def read(self) -> RoomState | None:
         """The room's state in one round trip; None when Redis holds none."""
@@ -191,6 +284,8 @@ class Queue:
             return None
         s = {_text(a): _text(b) for a, b in state.items()}
         c = {_text(a): _text(b) for a, b in config.items()}
+        release_at = c.get("release_at")
+        released_n = s.get("released_n")
         return RoomState(
             seq=int(s.get("seq", 0)),
             frontier=int(s.get("frontier", 0)),
@@ -201,6 +296,20 @@ class Queue:
             max_active=int(c.get("max_active", self.settings.max_active)),
             paused=c.get("paused") == "1",
             mode=c.get("mode", "queue"),
+            pass_ttl_s=int(c.get("pass_ttl_s", self.settings.pass_ttl_s)),
+            banner=tuple(
+                (lang, c[f"banner_{lang}"]) for lang in LANGUAGES if c.get(f"banner_{lang}")
+            ),
+            release_at_ms=int(release_at) if release_at else None,
+            release_seed=c.get("release_seed", ""),
+            release_base=int(c.get("release_base", 0)),
+            released_n=int(released_n) if released_n and release_at else None,
+            config=tuple(sorted(c.items())),
+            effective_rate=float(s["effective_rate"]) if s.get("effective_rate") else None,
+            noshow_factor=float(s.get("noshow_factor") or 1.0),
+            governor_reason=s.get("governor_reason", ""),
+            governor_at=float(s.get("governor_at") or 0.0),
+            shown=int(s.get("shown", 0)),
         )
 
 

@@ -1,23 +1,34 @@
-"""Where a student with a ticket stands: waiting (with place and estimate) or ready.
+"""Where a student with a ticket stands: before the release, waiting, or ready.
 
 Computed from the signed ticket and the worker's cached view alone, so the lean
 ASGI layer and the Quart pages give the same answer without a Redis round trip.
+A ticket holds the position its owner was given on arrival; their *place* is the
+same number, except for the pre-queue of a scheduled release, whose positions are
+put in a random order at the release time (``waitroom.release``).
 """
 
 from __future__ import annotations
 
 import random
+import time
 from dataclasses import dataclass
 from typing import Any
 
+from waitroom import release
+from waitroom.queue import RoomState
 from waitroom.tickets import Ticket
 from waitroom.view import Estimate, RoomView
+
+# Before a release the pre-queue polls at most this often, and at the release its
+# polls spread over this many seconds, so a crowd does not ask in the same second.
+PREQUEUE_MAX_POLL_S = 60
+RELEASE_SPREAD_S = 5
 
 
 @dataclass(frozen=True)
 class Standing:
     ready: bool
-    position: int
+    position: int  # the place in line (0 while the pre-queue's order is not drawn)
     ahead: int
     estimate: Estimate | None
     retry_after_s: int
@@ -25,13 +36,20 @@ class Standing:
     stale: bool
     updated_at: float
     paused: bool
+    # Unix ms of the release this student waits for in the pre-queue, else None.
+    release_at_ms: int | None = None
+    pass_through: bool = False
+
+    @property
+    def prequeue(self) -> bool:
+        return self.release_at_ms is not None
 
     def as_json(self) -> dict[str, Any]:
         eta = self.estimate
-        return {
-            "state": "ready" if self.ready else "waiting",
-            "position": self.position,
-            "ahead": self.ahead,
+        body: dict[str, Any] = {
+            "state": "ready" if self.ready else "prequeue" if self.prequeue else "waiting",
+            "position": self.position or None,
+            "ahead": None if self.prequeue else self.ahead,
             "eta_s": eta.mid_s if eta else None,
             "eta_range_s": [eta.low_s, eta.high_s] if eta else None,
             "retry_after_s": self.retry_after_s,
@@ -39,20 +57,50 @@ class Standing:
             "reconnecting": self.stale,
             "updated_at": int(self.updated_at),
         }
+        if self.release_at_ms is not None:
+            body["release_at_ms"] = self.release_at_ms
+        return body
+
+
+def place_of(position: int, state: RoomState | None) -> int | None:
+    """The place for a ticket's position; None while its pre-queue order is not drawn."""
+    if state is None or state.release_at_ms is None or position <= state.release_base:
+        return position
+    if state.released_n is None:
+        return None  # in the pre-queue, before the release
+    size = state.released_n - state.release_base
+    if position > state.released_n or size <= 0:
+        return position
+    return state.release_base + release.permute(
+        state.release_seed, size, position - state.release_base
+    )
 
 
 def standing(ticket: Ticket, view: RoomView) -> Standing:
     state = view.state
+    stale = not view.healthy
+    if state is not None and state.mode == "pass-through":
+        return Standing(
+            True, ticket.position, 0, None, 1, stale, view.updated_at, False, None, True
+        )
+    place = place_of(ticket.position, state)
+    if place is None:
+        assert state is not None and state.release_at_ms is not None
+        to_release = state.release_at_ms / 1000 - time.time()
+        if to_release > PREQUEUE_MAX_POLL_S:
+            interval = random.uniform(0.8, 1.0) * PREQUEUE_MAX_POLL_S
+        else:
+            interval = max(0.0, to_release) + random.uniform(1, RELEASE_SPREAD_S)
+        retry = max(1, round(interval))
+        return Standing(False, 0, 0, None, retry, stale, view.updated_at, True, state.release_at_ms)
     frontier = state.frontier if state else 0
-    paused = bool(state and (state.paused or state.mode == "queue-all"))
-    ready = ticket.position <= frontier
-    estimate = None if ready else view.estimate(ticket.position)
-    ahead = 0 if ready else max(0, ticket.position - frontier - 1)
+    paused = bool(state and state.held)
+    ready = place <= frontier
+    estimate = None if ready else view.estimate(place)
+    ahead = 0 if ready else max(0, place - frontier - 1)
     interval = 1.0 if ready else view.poll_interval(ahead)
-    if not view.healthy:
+    if stale:
         interval = max(interval, 5.0)
     # Jitter spreads a crowd that arrived in one second over the whole interval.
     retry = max(1, round(interval * random.uniform(0.8, 1.2)))
-    return Standing(
-        ready, ticket.position, ahead, estimate, retry, not view.healthy, view.updated_at, paused
-    )
+    return Standing(ready, place, ahead, estimate, retry, stale, view.updated_at, paused)

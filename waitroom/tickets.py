@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import secrets
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -60,10 +61,11 @@ class Pass:
 
 
 class TicketSigner:
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, pass_ttl: Callable[[], int] | None = None) -> None:
         self.room = settings.room
         self.ticket_ttl_s = settings.ticket_ttl_s
-        self.pass_ttl_s = settings.pass_ttl_s
+        # The pass lifetime is an admin control: judge every pass by the current one.
+        self.pass_ttl: Callable[[], int] = pass_ttl or (lambda: settings.pass_ttl_s)
         # itsdangerous signs with the last key of the list; settings list newest first.
         keys = list(reversed(settings.secret_keys))
         self._tickets = URLSafeTimedSerializer(keys, salt="waitroom.ticket")
@@ -103,7 +105,7 @@ class TicketSigner:
 
     def read_pass(self, token: str) -> Pass:
         # A pass outlives a Redis reset: it proves admission, whatever the epoch now.
-        payload, signed_at = self._load(self._passes, "pass", token, self.pass_ttl_s)
+        payload, signed_at = self._load(self._passes, "pass", token, self.pass_ttl())
         try:
             room, pass_id, epoch = payload
             admission = Pass(str(room), str(pass_id), str(epoch), signed_at)

@@ -26,7 +26,14 @@ _MAX_BODY_BYTES = 4 * 1024 * 1024
 
 
 class UpstreamError(Exception):
-    """The upstream could not be reached or did not answer properly."""
+    """The upstream could not be reached or did not answer properly.
+
+    ``kind`` names the failure for the metrics: connect, timeout, closed, protocol.
+    """
+
+    def __init__(self, message: str, kind: str = "protocol") -> None:
+        self.kind = kind
+        super().__init__(message)
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,7 +91,7 @@ class Upstream:
                 await self._slots.acquire()
         except TimeoutError as exc:
             raise UpstreamError(
-                f"all {self._size} connections busy for {self.connect_timeout_s:g}s"
+                f"all {self._size} connections busy for {self.connect_timeout_s:g}s", "pool"
             ) from exc
         try:
             conn, reused = self._pooled(), True
@@ -94,14 +101,14 @@ class Upstream:
                 return await self._send(conn, raw)
             except _StaleConnection as exc:
                 if not reused:
-                    raise UpstreamError(f"connection closed by upstream: {exc}") from exc
+                    raise UpstreamError(f"connection closed by upstream: {exc}", "closed") from exc
             # The backend closed an idle connection (keep-alive timeout, restart): the
             # others in the pool are likely dead too, so retry once on a new one.
             self._drop_idle()
             try:
                 return await self._send(await self._connect(), raw)
             except _StaleConnection as exc:
-                raise UpstreamError(f"connection closed by upstream: {exc}") from exc
+                raise UpstreamError(f"connection closed by upstream: {exc}", "closed") from exc
         finally:
             self._slots.release()
 
@@ -127,7 +134,7 @@ class Upstream:
             raise
         except TimeoutError as exc:
             _close(conn)
-            raise UpstreamError(f"no answer within {self.read_timeout_s:g}s") from exc
+            raise UpstreamError(f"no answer within {self.read_timeout_s:g}s", "timeout") from exc
         except Exception as exc:
             _close(conn)
             raise UpstreamError(f"{type(exc).__name__}: {exc}") from exc
@@ -145,9 +152,11 @@ class Upstream:
             async with asyncio.timeout(self.connect_timeout_s):
                 return await asyncio.open_connection(self.host, self.port)
         except TimeoutError as exc:
-            raise UpstreamError(f"could not connect within {self.connect_timeout_s:g}s") from exc
+            raise UpstreamError(
+                f"could not connect within {self.connect_timeout_s:g}s", "connect"
+            ) from exc
         except OSError as exc:
-            raise UpstreamError(f"could not connect: {exc}") from exc
+            raise UpstreamError(f"could not connect: {exc}", "connect") from exc
 
     async def _exchange(self, conn: _Conn, raw: bytes) -> tuple[UpstreamResponse, bool]:
         reader, writer = conn

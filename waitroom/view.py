@@ -12,6 +12,7 @@ lean ASGI layer answers it by copying bytes.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import logging
 import math
@@ -19,6 +20,7 @@ import time
 from collections import deque
 from dataclasses import dataclass
 
+from waitroom import release
 from waitroom.config import Settings
 from waitroom.errors import StoreUnavailable
 from waitroom.queue import Queue, RoomState
@@ -107,7 +109,9 @@ class RoomView:
             # Places issued since our last read are unknown: skip past them rather
             # than hand any place out twice.
             seq = last.seq + self._slack()
-            created = await self.queue.init(seq, last.frontier, last.epoch)
+            created = await self.queue.init(
+                seq, last.frontier, last.epoch, released_n=last.released_n, config=last.config
+            )
         if created and last is not None:
             log.warning(
                 "waitroom: room %r had no state in redis; restored seq=%d frontier=%d",
@@ -155,12 +159,15 @@ class RoomView:
                 raise asyncio.CancelledError
             await asyncio.sleep(self.settings.refresh_interval_s)
 
+    def pass_ttl_s(self) -> int:
+        return self.state.pass_ttl_s if self.state else self.settings.pass_ttl_s
+
     # -- estimates --------------------------------------------------------------
 
     def capacity_rate(self) -> float:
         """The admission rate the room can sustain: the rate, or the cap's turnover."""
         s = self.state
-        rate = s.rate if s else self.settings.rate
+        rate = s.admission_rate if s else self.settings.rate
         cap = s.max_active if s else self.settings.max_active
         return min(rate, cap / self.settings.active_window_s)
 
@@ -173,7 +180,7 @@ class RoomView:
         what the room can sustain; zero while admission is paused.
         """
         s = self.state
-        if s is not None and (s.paused or s.mode == "queue-all"):
+        if s is not None and s.held:
             return 0.0
         capacity = self.capacity_rate()
         if len(self._samples) >= 2:
@@ -224,12 +231,28 @@ class RoomView:
             "last_position": s.seq,
             "waiting": s.waiting,
             "rate": rate,
-            "paused": s.paused or s.mode == "queue-all",
+            "paused": s.held,
             # Frozen numbers while Redis is unreachable: the page says "reconnecting".
             "stale": not self.healthy,
+            "banner": dict(s.banner),
         }
-        self.state_body = json.dumps(body, separators=(",", ":")).encode()
-        self.state_etag = f'"{s.epoch}-{s.frontier}-{s.seq}-{rate}-{int(self.healthy)}"'
+        if s.release_at_ms is not None:
+            body["release"] = release_info(s)
+        self.state_body = json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode()
+        digest = hashlib.blake2b(self.state_body, digest_size=8).hexdigest()
+        self.state_etag = f'"{digest}"'
+
+
+def release_info(s: RoomState) -> dict[str, object]:
+    """What anyone may know of a scheduled release: the seed only once it is too late
+    to use it (after the release), before that a commitment to it."""
+    info: dict[str, object] = {"at_ms": s.release_at_ms, "prequeue_from": s.release_base + 1}
+    if s.released_n is None:
+        info["seed_sha256"] = release.commitment(s.release_seed)
+    else:
+        info["prequeue_to"] = s.released_n
+        info["seed"] = s.release_seed
+    return info
 
 
 def stop_requested() -> bool:

@@ -2,9 +2,10 @@
 -- admission credit at the configured rate and moves the frontier over waiting
 -- positions, never past the last position issued nor beyond max_active.
 --
--- KEYS[1]  state hash   (seq, frontier, credit, last_ms, epoch, admitted, active)
+-- KEYS[1]  state hash   (seq, frontier, credit, last_ms, epoch, admitted, active,
+--                        effective_rate, noshow_factor)
 -- KEYS[2]  active zset  (one member per recent admission, score = expiry ms)
--- KEYS[3]  config hash  (rate, max_active, paused, mode)
+-- KEYS[3]  config hash  (rate, max_active, paused, mode, release_at)
 -- KEYS[4]  lease string (id of the worker that paces this room)
 -- ARGV[1]  this worker's id
 -- ARGV[2]  lease length, ms
@@ -18,7 +19,9 @@
 -- {0} when another worker holds the lease, {-1} when the room has no state.
 --
 -- Time comes from Redis (TIME), not from the caller, so gateway clocks that
--- disagree cannot speed up or slow down admission.
+-- disagree cannot speed up or slow down admission. Before a scheduled release
+-- nothing moves; the first tick at or after it records the pre-queue's size
+-- (released_n), as join.lua does.
 
 local holder = redis.call('GET', KEYS[4])
 if holder and holder ~= ARGV[1] then
@@ -35,18 +38,35 @@ if not now then
   now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 end
 
-local st = redis.call('HMGET', KEYS[1], 'seq', 'frontier', 'credit', 'last_ms')
+local st = redis.call('HMGET', KEYS[1], 'seq', 'frontier', 'credit', 'last_ms',
+  'effective_rate', 'noshow_factor')
 local seq = tonumber(st[1]) or 0
 local frontier = tonumber(st[2]) or 0
 local credit = tonumber(st[3]) or 0
 -- A new holder (after a takeover) starts from the stored tick, so no admissions
 -- are lost or doubled; a long gap is capped below by the burst limit.
 local last_ms = tonumber(st[4]) or now
-local cfg = redis.call('HMGET', KEYS[3], 'rate', 'max_active', 'paused', 'mode')
+local cfg = redis.call('HMGET', KEYS[3], 'rate', 'max_active', 'paused', 'mode', 'release_at')
+-- The admin's rate is a ceiling: the governor (waitroom/governor.py) may hold the
+-- rate below it while the backend struggles, and admit a little faster to make
+-- up for admitted students who never come (at most twice the rate).
 local rate = tonumber(cfg[1]) or tonumber(ARGV[3])
+local effective = tonumber(st[5])
+if effective and effective < rate then rate = effective end
+local noshow = tonumber(st[6])
+if noshow and noshow > 1 then rate = rate * math.min(noshow, 2) end
 local max_active = tonumber(cfg[2]) or tonumber(ARGV[4])
-local paused = cfg[3] == '1'
 local mode = cfg[4] or 'queue'
+local release_at = tonumber(cfg[5])
+-- Held: paused, everyone asked to wait, or the results not out yet.
+local held = cfg[3] == '1' or mode == 'queue-all'
+if release_at then
+  if now < release_at then
+    held = true
+  elseif redis.call('HEXISTS', KEYS[1], 'released_n') == 0 then
+    redis.call('HSET', KEYS[1], 'released_n', seq)
+  end
+end
 
 -- One second of credit at most, capped before it is spent: an idle room, or a
 -- pacer back after a gap (a takeover, a Redis outage), admits a small burst at
@@ -59,7 +79,7 @@ redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now)
 local active = redis.call('ZCARD', KEYS[2])
 
 local advanced = 0
-if not paused and mode ~= 'queue-all' then
+if not held then
   advanced = math.min(math.floor(credit), seq - frontier, max_active - active)
   if advanced < 0 then advanced = 0 end
 end
@@ -83,7 +103,7 @@ if advanced > 0 then
   redis.call('HINCRBY', KEYS[1], 'admitted', advanced)
   redis.call('EXPIRE', KEYS[2], ARGV[6])
 end
-if paused or mode == 'queue-all' then credit = 0 end
+if held then credit = 0 end
 
 redis.call('HSET', KEYS[1], 'frontier', frontier, 'credit', tostring(credit),
   'last_ms', now, 'active', active)

@@ -1,0 +1,97 @@
+// Admin live view: polls /admin/live.json every second and redraws the tiles and
+// a 15-minute chart (plain SVG, no library). Fetches only the samples it lacks.
+(function () {
+  "use strict";
+  var live = document.getElementById("live");
+  var form = document.getElementById("release-form");
+  if (form) {
+    form.addEventListener("submit", function () {
+      // datetime-local has no zone: tell the server this browser's offset.
+      form.elements.tz_offset.value = String(new Date().getTimezoneOffset());
+    });
+  }
+  document.querySelectorAll("time[data-ms]").forEach(function (t) {
+    t.textContent = new Date(+t.dataset.ms).toLocaleString();
+  });
+  document.querySelectorAll("time[data-s]").forEach(function (t) {
+    t.textContent = new Date(1000 * +t.dataset.s).toLocaleString();
+  });
+  if (!live) return;
+
+  var series = [], last = 0, svg = document.getElementById("chart");
+  var LINES = [
+    ["waiting", "#1a56db"], ["admitted_per_s", "#0e9f6e"], ["target_rate", "#9ca3af"],
+    ["arrivals_per_s", "#d97706"], ["p95_ms", "#c81e1e"]
+  ];
+
+  function fmt(x, digits) {
+    if (x === null || x === undefined) return "–";
+    return typeof x === "number" ? x.toLocaleString(undefined, { maximumFractionDigits: digits || 1 }) : x;
+  }
+  function duration(s) {
+    if (s === null || s === undefined) return "–";
+    if (s < 60) return s + " s";
+    if (s < 3600) return Math.round(s / 60) + " min";
+    return (s / 3600).toFixed(1) + " h";
+  }
+  function set(key, text) {
+    live.querySelectorAll('[data-k="' + key + '"]').forEach(function (el) { el.textContent = text; });
+  }
+
+  function draw() {
+    var w = 600, h = 180, span = 900, now = Date.now() / 1000;
+    var parts = [];
+    LINES.forEach(function (line, i) {
+      var key = line[0], max = 0;
+      series.forEach(function (p) { if (p[key] > max) max = p[key]; });
+      if (key === "target_rate") {  // share the admitted line's scale
+        series.forEach(function (p) { if (p.admitted_per_s > max) max = p.admitted_per_s; });
+      }
+      if (!(max > 0)) max = 1;
+      var pts = series.filter(function (p) { return p[key] !== null && p[key] !== undefined; })
+        .map(function (p) {
+          var x = w - (now - p.t) / span * w, y = h - 4 - (p[key] / max) * (h - 24);
+          return x.toFixed(1) + "," + y.toFixed(1);
+        });
+      if (pts.length) {
+        parts.push('<polyline fill="none" stroke="' + line[1] + '" stroke-width="1.5" points="' + pts.join(" ") + '"/>');
+        parts.push('<text x="4" y="' + (12 + 11 * i) + '" fill="' + line[1] + '" font-size="10">max ' + fmt(max) + "</text>");
+      }
+    });
+    svg.innerHTML = parts.join("");
+  }
+
+  function update(j) {
+    ["waiting", "rate", "max_active", "active", "last_position", "frontier"].forEach(function (k) { set(k, fmt(j[k], 2)); });
+    set("admitted_per_s", fmt(j.admitted_per_s, 2));
+    set("admission_rate", fmt(j.admission_rate, 2));
+    set("governed", fmt(j.effective_rate === null || j.effective_rate === undefined ? j.rate : j.effective_rate, 2));
+    set("governor_reason", j.governor_reason ? j.governor_reason + (j.noshow_factor > 1 ? " · no-show factor " + fmt(j.noshow_factor, 2) : "") : "");
+    set("arrivals_per_s", fmt(j.arrivals_per_s, 2));
+    set("drain", j.held ? "held" : duration(j.drain_s));
+    set("p50_ms", fmt(j.p50_ms));
+    set("p95_ms", fmt(j.p95_ms));
+    set("error_rate", j.error_rate === null || j.error_rate === undefined ? "–" : (100 * j.error_rate).toFixed(1) + " %");
+    document.getElementById("mode-badge").textContent = (j.mode || "–") + (j.paused ? " · paused" : "") + (j.redis ? "" : " · redis unreachable");
+    document.getElementById("live-age").textContent = "updated " + new Date(1000 * j.now).toLocaleTimeString();
+    (j.series || []).forEach(function (p) { series.push(p); last = Math.max(last, p.t); });
+    var cutoff = Date.now() / 1000 - 900;
+    while (series.length && series[0].t < cutoff) series.shift();
+    draw();
+  }
+
+  function poll() {
+    fetch("/admin/live.json?since=" + last, { credentials: "same-origin", headers: { Accept: "application/json" } })
+      .then(function (r) {
+        if (r.status === 401) { location.href = "/admin/login"; throw r; }
+        if (!r.ok) throw r;
+        return r.json();
+      })
+      .then(function (j) { update(j); setTimeout(poll, 1000); })
+      .catch(function () {
+        document.getElementById("live-age").textContent = "connection lost, retrying…";
+        setTimeout(poll, 3000);
+      });
+  }
+  poll();
+})();

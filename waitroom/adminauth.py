@@ -1,0 +1,164 @@
+"""Admin access: password hashes, sessions, CSRF tokens and the login throttle.
+
+- The password is configured only as a hash (``waitroom.passwords``), checked in
+  a thread so its 50 ms of work does not stall the loop that serves students.
+- A session is a signed cookie (its own salt, the gateway's key list, an expiry)
+  naming a session record in Redis; logging out deletes the record, so a copied
+  cookie dies with the session. Each login makes a new session id (no fixation).
+- Every state-changing request carries the session's CSRF token, compared in
+  constant time. The login form has its own token (a signed double-submit cookie).
+- Failed logins are counted per address and overall in Redis (per-address
+  lock-out, overall slow-down), so guessing is slow across every gateway node.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import hmac
+import json
+import secrets
+import time
+from collections.abc import Awaitable
+from dataclasses import dataclass
+from typing import TypeVar
+
+import redis.asyncio as aioredis
+from itsdangerous import BadData, URLSafeTimedSerializer
+
+from waitroom.errors import StoreUnavailable
+from waitroom.keys import RoomKeys
+from waitroom.passwords import verify_password
+
+T = TypeVar("T")
+
+SESSION_COOKIE = "wr_admin"
+LOGIN_COOKIE = "wr_admin_login"
+# Failed logins: per address, locked out after MAX_FAILURES within the window;
+# overall, every attempt beyond SLOW_AFTER failures waits SLOW_DOWN_S first.
+FAILURE_WINDOW_S = 15 * 60
+MAX_FAILURES = 5
+SLOW_AFTER = 50
+SLOW_DOWN_S = 1.0
+
+
+def same(a: str | None, b: str | None) -> bool:
+    """Constant-time equality of two secrets; a missing one never matches."""
+    if not a or not b:
+        return False
+    return hmac.compare_digest(a.encode(), b.encode())
+
+
+@dataclass(frozen=True)
+class Session:
+    id: str
+    csrf: str
+    address: str
+    started_at: float
+
+    @property
+    def tag(self) -> str:
+        """A name for the session in the audit log that reveals nothing usable."""
+        return hashlib.sha256(self.id.encode()).hexdigest()[:10]
+
+
+class AdminAuth:
+    def __init__(
+        self,
+        client: aioredis.Redis,
+        keys: RoomKeys,
+        secret_keys: tuple[str, ...],
+        session_ttl_s: int,
+    ) -> None:
+        self.client = client
+        self.keys = keys
+        self.session_ttl_s = session_ttl_s
+        signing = list(reversed(secret_keys))  # itsdangerous signs with the last
+        self._sessions = URLSafeTimedSerializer(signing, salt="waitroom.admin.session")
+        self._login = URLSafeTimedSerializer(signing, salt="waitroom.admin.login")
+
+    # -- sessions -----------------------------------------------------------------
+
+    async def start(self, address: str) -> tuple[Session, str]:
+        session = Session(
+            secrets.token_urlsafe(18), secrets.token_urlsafe(24), address, time.time()
+        )
+        record = json.dumps(
+            {"csrf": session.csrf, "address": address, "started_at": session.started_at}
+        )
+        key = self.keys.admin_session(session.id)
+        await self._redis("start session", self.client.set(key, record, ex=self.session_ttl_s))
+        return session, self._sessions.dumps(session.id)
+
+    async def load(self, token: str | None) -> Session | None:
+        if not token:
+            return None
+        try:
+            session_id = self._sessions.loads(token, max_age=self.session_ttl_s)
+        except BadData:
+            return None
+        if not isinstance(session_id, str):
+            return None
+        raw = await self._redis(
+            "read session", self.client.get(self.keys.admin_session(session_id))
+        )
+        if raw is None:
+            return None  # logged out, or expired in Redis
+        record = json.loads(raw)
+        return Session(session_id, record["csrf"], record["address"], record["started_at"])
+
+    async def end(self, session: Session) -> None:
+        await self._redis("end session", self.client.delete(self.keys.admin_session(session.id)))
+
+    # -- the login form's CSRF token -------------------------------------------------
+
+    def login_token(self) -> tuple[str, str]:
+        """(form value, cookie value) for a login form."""
+        value = secrets.token_urlsafe(18)
+        return value, self._login.dumps(value)
+
+    def login_token_ok(self, form_value: str | None, cookie: str | None) -> bool:
+        if not cookie:
+            return False
+        try:
+            expected = self._login.loads(cookie, max_age=3600)
+        except BadData:
+            return False
+        return isinstance(expected, str) and same(form_value, expected)
+
+    # -- throttle -------------------------------------------------------------------
+
+    async def locked_for(self, address: str) -> int:
+        """Seconds until ``address`` may try again (0: it may now)."""
+        key = self.keys.login_failures(address)
+        failures = await self._redis("read failures", self.client.get(key))
+        if failures is None or int(failures) < MAX_FAILURES:
+            return 0
+        ttl = await self._redis("read failures", self.client.ttl(key))
+        return max(1, int(ttl))
+
+    async def slow_down(self) -> None:
+        overall = await self._redis("read failures", self.client.get(self.keys.login_failures("*")))
+        if overall is not None and int(overall) >= SLOW_AFTER:
+            await asyncio.sleep(SLOW_DOWN_S)
+
+    async def failed(self, address: str) -> None:
+        async with self.client.pipeline(transaction=True) as pipe:
+            for who in (address, "*"):
+                key = self.keys.login_failures(who)
+                pipe.incr(key)
+                pipe.expire(key, FAILURE_WINDOW_S, nx=True)
+            await self._redis("count failure", pipe.execute())
+
+    async def succeeded(self, address: str) -> None:
+        await self._redis("clear failures", self.client.delete(self.keys.login_failures(address)))
+
+    async def _redis(self, operation: str, awaitable: Awaitable[T]) -> T:
+        try:
+            return await awaitable
+        except Exception as exc:
+            raise StoreUnavailable(operation, f"{type(exc).__name__}: {exc}") from exc
+
+
+async def verify_password_async(password: str, encoded: str) -> bool:
+    return await asyncio.to_thread(verify_password, password, encoded)

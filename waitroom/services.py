@@ -1,0 +1,56 @@
+"""Everything one gateway worker holds open, built once per app by ``create_app``."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import redis.asyncio as aioredis
+
+from waitroom.adminauth import AdminAuth
+from waitroom.assets import Assets
+from waitroom.config import Settings
+from waitroom.forward import Forwarder
+from waitroom.governor import Governor
+from waitroom.limits import Limits
+from waitroom.pacer import Pacer
+from waitroom.queue import Queue, connect
+from waitroom.telemetry import BackendStats, Sampler
+from waitroom.tickets import TicketSigner
+from waitroom.view import RoomView
+
+
+@dataclass
+class Services:
+    settings: Settings
+    redis: aioredis.Redis
+    queue: Queue
+    view: RoomView
+    pacer: Pacer
+    signer: TicketSigner
+    assets: Assets
+    forwarder: Forwarder
+    stats: BackendStats
+    auth: AdminAuth
+    limits: Limits
+
+    @classmethod
+    def build(cls, settings: Settings) -> Services:
+        client = connect(settings.redis_url)
+        queue = Queue(client, settings)
+        view = RoomView(queue, settings)
+        stats = BackendStats()
+        return cls(
+            settings=settings,
+            redis=client,
+            queue=queue,
+            view=view,
+            pacer=Pacer(
+                queue, view, settings, Sampler(client, queue.keys), Governor(queue, settings)
+            ),
+            signer=TicketSigner(settings, pass_ttl=view.pass_ttl_s),
+            assets=Assets(settings.static_dir or None),
+            forwarder=Forwarder(settings, stats),
+            stats=stats,
+            auth=AdminAuth(client, queue.keys, settings.secret_keys, settings.admin_session_ttl_s),
+            limits=Limits(client, settings, view),
+        )

@@ -1,0 +1,223 @@
+"""What the gateway sees of the line and the backend, shared through Redis.
+
+Each worker counts its forwarded requests per wall-clock second (latency bucket,
+errors) and adds them to one Redis hash per second every half second
+(``BackendStats``): one pipelined write per worker, however busy. Once a second the
+pacer's lease holder turns the room's state and the last few seconds of those
+counters into one sample (``Sampler``): the line, admissions and arrivals per
+second, and the backend's latency and error rate as the gateways saw them. The
+last 15 minutes of samples are kept in a capped list for the admin's live chart,
+and the newest is what admission control reacts to.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import redis.asyncio as aioredis
+
+from waitroom.errors import StoreUnavailable
+from waitroom.keys import RoomKeys
+from waitroom.queue import RoomState, Tick
+from waitroom.view import stop_requested
+
+log = logging.getLogger(__name__)
+
+# Upper bounds (ms) of the latency buckets; one more bucket holds everything slower.
+BUCKETS_MS = (2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000, 10000)
+# Per-second counters outlive the window the sampler reads by a wide margin.
+COUNTER_TTL_S = 120
+# Latency and errors are judged over this many complete seconds.
+WINDOW_S = 5
+SERIES_LEN = 15 * 60  # one sample a second: 15 minutes
+SERIES_TTL_S = 3600
+FLUSH_INTERVAL_S = 0.5
+# Room-wide counters outlive any quiet spell of a result season.
+METRICS_TTL_S = 30 * 86400
+
+
+class BackendStats:
+    """One worker's forwarded requests (per second) and event counters (since the
+    room began), kept in memory until flushed to Redis."""
+
+    def __init__(self) -> None:
+        self._pending: dict[int, dict[str, int]] = {}
+        self._totals: dict[str, int] = {}
+
+    def record(self, seconds: float, ok: bool, kind: str = "") -> None:
+        counts = self._pending.setdefault(int(time.time()), {})
+        counts["n"] = counts.get("n", 0) + 1
+        if not ok:
+            counts["err"] = counts.get("err", 0) + 1
+            self.count(f"backend_error:{kind or 'unknown'}")
+        bucket = _bucket(seconds * 1000)
+        counts[f"b{bucket}"] = counts.get(f"b{bucket}", 0) + 1
+        self.count("backend_requests")
+        self.count(f"backend_bucket:{bucket}")
+        self.count("backend_us", int(seconds * 1_000_000))
+
+    def count(self, name: str, n: int = 1) -> None:
+        """Add to a room-wide counter (``name`` from a fixed set: keys stay bounded)."""
+        self._totals[name] = self._totals.get(name, 0) + n
+
+    async def flush(self, client: aioredis.Redis, keys: RoomKeys) -> None:
+        if not self._pending and not self._totals:
+            return
+        pending, self._pending = self._pending, {}
+        totals, self._totals = self._totals, {}
+        try:
+            async with client.pipeline(transaction=False) as pipe:
+                for second, counts in pending.items():
+                    key = keys.backend(second)
+                    for field, n in counts.items():
+                        pipe.hincrby(key, field, n)
+                    pipe.expire(key, COUNTER_TTL_S)
+                for name, n in totals.items():
+                    pipe.hincrby(keys.metrics, name, n)
+                if totals:
+                    pipe.expire(keys.metrics, METRICS_TTL_S)
+                await pipe.execute()
+        except Exception as exc:
+            # Counts lost in an outage only blur the chart; never hold them forever.
+            log.debug("waitroom: backend counters not flushed: %s", exc)
+
+    async def run(self, client: aioredis.Redis, keys: RoomKeys) -> None:
+        while True:
+            await asyncio.sleep(FLUSH_INTERVAL_S)
+            await self.flush(client, keys)
+            if stop_requested():  # flush swallows errors, a lost cancellation among them
+                raise asyncio.CancelledError
+
+
+@dataclass(frozen=True)
+class Sample:
+    t: float  # unix seconds
+    waiting: int
+    seq: int
+    frontier: int
+    admitted_per_s: float
+    arrivals_per_s: float
+    target_rate: float
+    active: int
+    max_active: int
+    backend_per_s: float
+    p50_ms: float | None
+    p95_ms: float | None
+    error_rate: float | None
+    admitted_total: int = 0
+    shown_total: int = 0
+    effective_rate: float | None = None
+    noshow_factor: float = 1.0
+
+    def as_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+class Sampler:
+    """Run by the pacer's lease holder: one sample of the room a second."""
+
+    def __init__(self, client: aioredis.Redis, keys: RoomKeys) -> None:
+        self.client = client
+        self.keys = keys
+        self.last: Sample | None = None
+
+    async def maybe_sample(self, tick: Tick, state: RoomState | None) -> Sample | None:
+        now = time.time()
+        last = self.last
+        if last is not None and now - last.t < 1.0:
+            return None
+        try:
+            backend, totals = await self._backend_window(int(now))
+            span = now - last.t if last is not None else 0.0
+            fresh = last is not None and 0 < span < 10 and tick.seq >= last.seq
+            sample = Sample(
+                t=round(now, 3),
+                waiting=max(0, tick.seq - tick.frontier),
+                seq=tick.seq,
+                frontier=tick.frontier,
+                admitted_per_s=round((tick.frontier - last.frontier) / span, 2)
+                if fresh and last
+                else 0.0,
+                arrivals_per_s=round((tick.seq - last.seq) / span, 2) if fresh and last else 0.0,
+                target_rate=state.rate if state else 0.0,
+                active=tick.active,
+                max_active=state.max_active if state else 0,
+                **backend,
+                **totals,
+                effective_rate=state.effective_rate if state else None,
+                noshow_factor=state.noshow_factor if state else 1.0,
+            )
+            async with self.client.pipeline(transaction=False) as pipe:
+                pipe.lpush(self.keys.series, json.dumps(sample.as_json()))
+                pipe.ltrim(self.keys.series, 0, SERIES_LEN - 1)
+                pipe.expire(self.keys.series, SERIES_TTL_S)
+                await pipe.execute()
+        except Exception as exc:
+            log.debug("waitroom: no sample this second: %s", exc)
+            return None
+        self.last = sample
+        return sample
+
+    async def _backend_window(self, now_s: int) -> tuple[dict[str, Any], dict[str, int]]:
+        async with self.client.pipeline(transaction=False) as pipe:
+            pipe.hmget(self.keys.state, "admitted", "shown")
+            for second in range(now_s - WINDOW_S, now_s):
+                pipe.hgetall(self.keys.backend(second))
+            replies: list[Any] = await pipe.execute()
+        admitted, shown = replies[0]
+        totals = {"admitted_total": int(admitted or 0), "shown_total": int(shown or 0)}
+        return _window(replies[1:]), totals
+
+
+def _window(seconds: list[dict[bytes, bytes]]) -> dict[str, Any]:
+    """Latency percentiles, error share and throughput over the window's counters."""
+    total: dict[str, int] = {}
+    for counts in seconds:
+        for field, value in counts.items():
+            name = field.decode() if isinstance(field, bytes) else str(field)
+            total[name] = total.get(name, 0) + int(value)
+    n = total.get("n", 0)
+    if not n:
+        return {"backend_per_s": 0.0, "p50_ms": None, "p95_ms": None, "error_rate": None}
+    histogram = [total.get(f"b{i}", 0) for i in range(len(BUCKETS_MS) + 1)]
+    return {
+        "backend_per_s": round(n / WINDOW_S, 2),
+        "p50_ms": percentile(histogram, 0.50),
+        "p95_ms": percentile(histogram, 0.95),
+        "error_rate": round(total.get("err", 0) / n, 4),
+    }
+
+
+async def read_series(client: aioredis.Redis, keys: RoomKeys, count: int) -> list[dict[str, Any]]:
+    """The newest ``count`` samples, oldest first."""
+    try:
+        raw = await client.lrange(keys.series, 0, count - 1)
+    except Exception as exc:
+        raise StoreUnavailable("read series", str(exc)) from exc
+    return [json.loads(item) for item in reversed(raw)]
+
+
+def percentile(histogram: list[int], q: float) -> float:
+    """The q-quantile (ms) of bucketed latencies, interpolated within its bucket."""
+    total = sum(histogram)
+    rank = q * total
+    seen = 0
+    for i, count in enumerate(histogram):
+        if count and seen + count >= rank:
+            low = BUCKETS_MS[i - 1] if i > 0 else 0
+            high = BUCKETS_MS[i] if i < len(BUCKETS_MS) else BUCKETS_MS[-1] * 2
+            return round(low + (high - low) * (rank - seen) / count, 1)
+        seen += count
+    return float(BUCKETS_MS[-1])
+
+
+def _bucket(ms: float) -> int:
+    for i, bound in enumerate(BUCKETS_MS):
+        if ms <= bound:
+            return i
+    return len(BUCKETS_MS)
