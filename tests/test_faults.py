@@ -77,7 +77,7 @@ async def _frontier(client: aioredis.Redis) -> int:
 
 @pytest.mark.parametrize("restart", ["with its data", "empty"])
 async def test_redis_dies_mid_spike_and_comes_back(backend: Any, restart: str) -> None:
-    rate = 10.0
+    rate = 20.0
     with EmbeddedRedis() as server:
         settings = make_settings(server.url, rate=rate, backend_url=backend.url)
         probe = aioredis.Redis.from_url(server.url)
@@ -389,19 +389,19 @@ async def _nodes(
 async def test_a_node_dies_and_the_other_keeps_admitting_at_the_rate(
     redis_url: str, redis_sync: redis.Redis, backend: Any
 ) -> None:
-    rate = 5.0
+    rate = 8.0
     env = node_env(redis_url, backend.url, rate=rate, pacer_lease_s=1.0)
     async with _nodes(2, env, [None, None]) as nodes:
         ports = list(nodes)
         seen = Seen()
-        crowd = [student() for _ in range(30)]
+        crowd = [student() for _ in range(40)]
         try:
             joined = [
                 await seen.get(s, f"http://127.0.0.1:{ports[i % 2]}/", headers=JSON)
                 for i, s in enumerate(crowd)
             ]
             place = {i: body["position"] for i, (code, body) in enumerate(joined) if code == 202}
-            assert len(place) >= 20
+            assert len(place) >= 30
             victim = _holder_node(redis_sync, nodes)
             survivor = next(p for p in ports if p != victim)
             await asyncio.to_thread(kill_node, nodes[victim])
@@ -412,7 +412,7 @@ async def test_a_node_dies_and_the_other_keeps_admitting_at_the_rate(
                 assert time.monotonic() < deadline, "nobody took over the pacer"
                 await asyncio.sleep(0.1)
             start_f, started = int(redis_sync.hget(KEYS.state, "frontier") or 0), time.monotonic()
-            await asyncio.sleep(3.0)
+            await asyncio.sleep(2.0)
             end_f, ended = int(redis_sync.hget(KEYS.state, "frontier") or 0), time.monotonic()
             achieved = (end_f - start_f) / (ended - started)
             assert abs(achieved - rate) <= 0.25 * rate, achieved
@@ -464,7 +464,7 @@ async def test_nodes_with_skewed_clocks_admit_by_redis_time_and_honour_each_othe
                 assert body["position"] == place[i] and "notice" not in body, body
             # Admission follows Redis's clock: the configured rate whoever paces.
             start_f, started = int(redis_sync.hget(KEYS.state, "frontier") or 0), time.monotonic()
-            await asyncio.sleep(2.5)
+            await asyncio.sleep(2.0)
             end_f, ended = int(redis_sync.hget(KEYS.state, "frontier") or 0), time.monotonic()
             achieved = (end_f - start_f) / (ended - started)
             assert abs(achieved - rate) <= 0.25 * rate, achieved
