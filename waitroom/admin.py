@@ -295,6 +295,10 @@ async def _dashboard(
     entries = await services.queue.audit(AUDIT_SHOWN)
     released = state is not None and state.released_n is not None
     for entry in entries:
+        if entry.get("field") == "release_at":
+            for side in ("old", "new"):
+                if str(entry.get(side) or "").isdigit():
+                    entry[side] = _utc(int(entry[side]) / 1000)
         # The seed stays secret until the release: show the commitment instead.
         if entry.get("field") == "release_seed" and entry.get("new") and not released:
             entry["new"] = "sha256:" + release.commitment(entry["new"])[:16] + "…"
@@ -349,6 +353,10 @@ async def _page(template: str, status: int, **context: Any) -> Response:
 
 def _json(body: dict[str, Any], status: int) -> Response:
     return Response(json.dumps(body), status=status, content_type="application/json")
+
+
+def _utc(timestamp: float) -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(timestamp))
 
 
 def _float(text: str | None) -> float:
