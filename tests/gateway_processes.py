@@ -32,6 +32,7 @@ def node_env(redis_url: str, backend_url: str, **settings: object) -> dict[str, 
         WAITROOM_BACKEND_URL=backend_url,
         WAITROOM_PACER_TICK_S="0.05",
         WAITROOM_REFRESH_INTERVAL_S="0.05",
+        WAITROOM_JOIN_LIMIT="0",  # the whole crowd comes from 127.0.0.1
     )
     env.update({f"WAITROOM_{k.upper()}": str(v) for k, v in settings.items()})
     return env

@@ -99,7 +99,9 @@ def test_limit_settings_are_checked_and_named() -> None:
     base = {"WAITROOM_MODE": "test", "WAITROOM_SECRET_KEYS": "x", "WAITROOM_BACKEND_SECRET": "y"}
     settings = Settings.from_env({**base, "WAITROOM_TRUSTED_PROXIES": "10.0.0.1/8, ::1"})
     assert settings.trusted_proxies == ("10.0.0.0/8", "::1/128")
-    assert Settings.from_env(base).pass_max_lookups == 10
+    defaults = Settings.from_env(base)
+    assert (defaults.pass_max_lookups, defaults.join_limit, defaults.join_window_s) == (10, 60, 60)
+    assert defaults.trusted_proxies == ()
     with pytest.raises(ConfigError, match=r"WAITROOM_TRUSTED_PROXIES='10\.0\.0\.0/8,lb'.*'lb'"):
         Settings.from_env({**base, "WAITROOM_TRUSTED_PROXIES": "10.0.0.0/8,lb"})
     with pytest.raises(ConfigError, match="WAITROOM_PASS_MAX_LOOKUPS=-1"):
