@@ -136,7 +136,9 @@ async def test_redis_dies_mid_spike_and_comes_back(backend: Any, restart: str) -
                         break
                     await asyncio.sleep(0.1)
                 first = next((t, f) for t, f in samples if f >= 0)
-                assert first[1] >= before - 2, (first, before)  # no place un-admitted
+                # Restored from a node's last read (a refresh old at most): nobody who
+                # was let in is sent far back.
+                assert first[1] >= before - (rate / 2 + 2), (first, before)
                 for t, f in samples:
                     if f >= 0:
                         # one second of credit at most as a burst, then the rate
@@ -390,19 +392,21 @@ async def _nodes(
 async def test_a_node_dies_and_the_other_keeps_admitting_at_the_rate(
     redis_url: str, redis_sync: redis.Redis, backend: Any
 ) -> None:
-    rate = 8.0
+    rate = 6.0
     env = node_env(redis_url, backend.url, rate=rate, pacer_lease_s=1.0)
     async with _nodes(2, env, [None, None]) as nodes:
         ports = list(nodes)
         seen = Seen()
-        crowd = [student() for _ in range(40)]
+        # Enough that the line is still long when the rate is measured, after the
+        # joins, the takeover and its one-second burst.
+        crowd = [student() for _ in range(50)]
         try:
             joined = [
                 await seen.get(s, f"http://127.0.0.1:{ports[i % 2]}/", headers=JSON)
                 for i, s in enumerate(crowd)
             ]
             place = {i: body["position"] for i, (code, body) in enumerate(joined) if code == 202}
-            assert len(place) >= 30
+            assert len(place) >= 40
             victim = _holder_node(redis_sync, nodes)
             survivor = next(p for p in ports if p != victim)
             await asyncio.to_thread(kill_node, nodes[victim])
@@ -415,14 +419,16 @@ async def test_a_node_dies_and_the_other_keeps_admitting_at_the_rate(
             start_f, started = int(redis_sync.hget(KEYS.state, "frontier") or 0), time.monotonic()
             await asyncio.sleep(2.0)
             end_f, ended = int(redis_sync.hget(KEYS.state, "frontier") or 0), time.monotonic()
+            assert end_f < max(place.values()), "the line ran out while measuring"
             achieved = (end_f - start_f) / (ended - started)
             assert abs(achieved - rate) <= 0.25 * rate, achieved
-            # Every place given by either node holds on the survivor; all get in.
+            # Every place given by either node holds on the survivor, and the line
+            # goes on moving through them in order (the next twelve get in).
             for i in place:
                 code, body = await seen.get(crowd[i], base + "/status")
                 assert body["position"] == place[i]
             deadline = time.monotonic() + 15
-            for i in place:
+            for i in sorted(place, key=place.__getitem__)[:12]:
                 while True:
                     code, body = await seen.get(crowd[i], base + "/", headers=JSON)
                     if code == 200:
@@ -451,14 +457,14 @@ async def test_nodes_with_skewed_clocks_admit_by_redis_time_and_honour_each_othe
     async with _nodes(2, env, [4.0, -4.0]) as nodes:
         ahead, behind = (f"http://127.0.0.1:{port}" for port in nodes)
         seen = Seen()
-        crowd = [student() for _ in range(16)]
+        crowd = [student() for _ in range(30)]
         try:
             joined = [
                 await seen.get(s, (ahead, behind)[i % 2] + "/", headers=JSON)
                 for i, s in enumerate(crowd)
             ]
             place = {i: body["position"] for i, (code, body) in enumerate(joined) if code == 202}
-            assert len(place) >= 10
+            assert len(place) >= 20
             # A ticket from one node is honoured on the other: same place, no notice.
             for i in place:
                 code, body = await seen.get(crowd[i], (behind, ahead)[i % 2] + "/status")
@@ -467,6 +473,7 @@ async def test_nodes_with_skewed_clocks_admit_by_redis_time_and_honour_each_othe
             start_f, started = int(redis_sync.hget(KEYS.state, "frontier") or 0), time.monotonic()
             await asyncio.sleep(2.0)
             end_f, ended = int(redis_sync.hget(KEYS.state, "frontier") or 0), time.monotonic()
+            assert end_f < max(place.values()), "the line ran out while measuring"
             achieved = (end_f - start_f) / (ended - started)
             assert abs(achieved - rate) <= 0.25 * rate, achieved
             # Nobody is early: a student is ready exactly when the frontier has passed them.
