@@ -25,6 +25,7 @@ from waitroom.adminauth import (
     verify_password_async,
 )
 from waitroom.errors import StoreUnavailable
+from waitroom.queue import RoomState
 from waitroom.services import Services
 from waitroom.telemetry import read_series
 
@@ -188,6 +189,11 @@ def admin_blueprint(services: Services) -> Blueprint:
         changes, errors = controls.parse_settings(form)
         if errors:
             return await _dashboard(services, current, errors=errors, status=400)
+        # The form sends every field; only what differs from the values in force is
+        # a change (and an audit entry).
+        state = services.view.state
+        if state is not None:
+            changes = {k: v for k, v in changes.items() if not _in_force(state, k, v)}
         return await change(current, changes)
 
     @bp.post("/pause")
@@ -295,6 +301,9 @@ async def _dashboard(
     entries = await services.queue.audit(AUDIT_SHOWN)
     released = state is not None and state.released_n is not None
     for entry in entries:
+        for side in ("old", "new"):
+            if entry.get(side) == "":
+                entry[side] = "(default)"
         if entry.get("field") == "release_at":
             for side in ("old", "new"):
                 if str(entry.get(side) or "").isdigit():
@@ -353,6 +362,23 @@ async def _page(template: str, status: int, **context: Any) -> Response:
 
 def _json(body: dict[str, Any], status: int) -> Response:
     return Response(json.dumps(body), status=status, content_type="application/json")
+
+
+def _in_force(state: RoomState, field: str, value: str) -> bool:
+    current: dict[str, object] = {
+        "rate": state.rate,
+        "max_active": state.max_active,
+        "pass_ttl_s": state.pass_ttl_s,
+        "mode": state.mode,
+        "banner_en": dict(state.banner).get("en", ""),
+        "banner_hi": dict(state.banner).get("hi", ""),
+    }
+    if field not in current:
+        return False
+    expected = current[field]
+    if isinstance(expected, int | float) and not isinstance(expected, bool):
+        return float(value) == float(expected)
+    return value == expected
 
 
 def _utc(timestamp: float) -> str:
