@@ -355,8 +355,8 @@ async def _join_limited(wait_s: int, as_json: bool) -> Response:
             "state": "limited",
             "error": "too_many_joins",
             "retry_after_s": wait_s,
-            "message": "Too many new places in line were taken from your network in the "
-            f"last minute. Try again in {wait_s} s; a place you already hold is kept.",
+            "message": "Too many new places in line were taken from your network just "
+            f"now. Try again in {wait_s} s; a place you already hold is kept.",
         }
         return _json(body, 429, headers)
     return await _message_page(

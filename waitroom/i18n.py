@@ -64,8 +64,8 @@ MESSAGES: dict[str, dict[str, str]] = {
         "been used (perhaps on another device). To look up more, join the line again: "
         "it will not take long.",
         "title_join_limit": "Please wait a moment",
-        "join_limit": "Many new places in line were taken from your network in the last "
-        "minute. This page tries again by itself in {seconds} seconds. If you already "
+        "join_limit": "Many new places in line were taken from your network just now. "
+        "This page tries again by itself in {seconds} seconds. If you already "
         "have a place, open the page in the browser where you joined: your place is kept.",
     },
     "hi": {
@@ -121,7 +121,7 @@ MESSAGES: dict[str, dict[str, str]] = {
         "हैं (शायद किसी दूसरे डिवाइस पर)। और खोजने के लिए फिर से कतार में लगें: ज़्यादा "
         "देर नहीं लगेगी।",
         "title_join_limit": "कृपया थोड़ी देर रुकें",
-        "join_limit": "पिछले एक मिनट में आपके नेटवर्क से कतार में बहुत से नए स्थान लिए गए। "
+        "join_limit": "अभी-अभी आपके नेटवर्क से कतार में बहुत से नए स्थान लिए गए। "
         "यह पेज {seconds} सेकंड में अपने आप दोबारा कोशिश करेगा। अगर आपके पास पहले से स्थान "
         "है, तो वही ब्राउज़र खोलें जिसमें आप कतार में लगे थे: आपका स्थान सुरक्षित है।",
     },
