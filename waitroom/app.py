@@ -227,6 +227,7 @@ async def _admit_then_forward(
 
     wait_s = await services.limits.take_join(request.scope.get("client"), request.scope["headers"])
     if wait_s is not None:
+        services.stats.count("limited:joins")
         return await _join_limited(wait_s, as_json)
     try:
         joined = await services.queue.join()
@@ -293,11 +294,13 @@ async def _forward(services: Services, pass_id: str | None) -> Response:
     fault = request.scope.get(BACKEND_FAULT)
     limited = request.scope.get(LOOKUP_LIMITED)
     if isinstance(limited, LookupVerdict):
+        services.stats.count("limited:lookups")
         return await _lookup_limited(limited)
     verdict = None
     if method == "POST" and not fault and pass_id is not None:
         verdict = await services.limits.take_lookup(pass_id)
         if not verdict.allowed:
+            services.stats.count("limited:lookups")
             return await _lookup_limited(verdict)
     try:
         if fault:
