@@ -11,14 +11,20 @@ generator (``stress.loadgen``, 64 connections) on core 1, interleaved rounds of
 - the same on a kept-alive connection (a join and a page);
 - a JSON client's join (``Accept: application/json``) on a kept-alive connection;
 - ``GET /queue/state``, the far-from-the-front poll.
+
+Every request names another student's address in ``X-Forwarded-For`` (the stack
+trusts the loopback proxy), so the per-client join limit is checked, as in
+production, and never refuses.
 """
 
 from __future__ import annotations
 
 import argparse
+import itertools
 from typing import Any
 
 from stress import report
+from stress.httpclient import client_address
 from stress.loadgen import LoadResult, Request, RequestFactory, http_request, run_in_process
 from stress.stack import Stack, pinning_possible, sample_db
 
@@ -31,11 +37,15 @@ VARIANTS = {
 
 
 def _factory(path: str, headers: dict[str, str]) -> RequestFactory:
-    raw = http_request("GET", path, headers=headers)
-    request = Request(raw, check=lambda status, body: status in (200, 202))
+    """Each request from another student's address (the per-client join limit)."""
+    counter = itertools.count()
+
+    def check(status: int, body: bytes) -> bool:
+        return status in (200, 202)
 
     def factory() -> Request:
-        return request
+        forwarded = {"X-Forwarded-For": client_address(next(counter))}
+        return Request(http_request("GET", path, headers={**headers, **forwarded}), check)
 
     return factory
 

@@ -11,9 +11,22 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ipaddress
 from dataclasses import dataclass, field
 
 MAX_HEAD = 64 * 1024
+# RFC 2544's range for benchmarks: one address per simulated student, written in a
+# header only (all traffic goes to the loopback address).
+_CLIENTS = ipaddress.IPv4Network("198.18.0.0/15")
+
+
+def client_address(n: int) -> str:
+    """The address student ``n`` arrives from, as the trusted proxy in front says.
+
+    Each student is their own client for the gateway's per-client join limit, as
+    on result day, where students come from many addresses, not from one loader.
+    """
+    return str(_CLIENTS[n % _CLIENTS.num_addresses])
 
 
 class HttpError(Exception):
@@ -47,6 +60,8 @@ class Browser:
     host: str
     port: int
     timeout_s: float
+    # Sent as X-Forwarded-For, as a CDN in front would (see ``client_address``).
+    forwarded_for: str = ""
     cookies: dict[str, str] = field(default_factory=dict)
     _reader: asyncio.StreamReader | None = None
     _writer: asyncio.StreamWriter | None = None
@@ -61,6 +76,8 @@ class Browser:
         """Send one request; raises ``HttpError`` on a failed or timed-out exchange."""
         lines = [f"{method} {path} HTTP/1.1", f"Host: {self.host}:{self.port}"]
         lines += [f"{k}: {v}" for k, v in (headers or {}).items()]
+        if self.forwarded_for:
+            lines.append(f"X-Forwarded-For: {self.forwarded_for}")
         if self.cookies:
             lines.append("Cookie: " + "; ".join(f"{k}={v}" for k, v in self.cookies.items()))
         if body or method == "POST":

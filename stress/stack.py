@@ -128,6 +128,10 @@ class Stack:
                 "WAITROOM_REDIS_URL": self._redis.url,
                 "WAITROOM_BACKEND_URL": f"http://{HOST}:{backend_port}",
                 "WAITROOM_ACTIVE_WINDOW_S": str(self.active_window_s),
+                # The load generator stands in for the CDN in front: it names each
+                # student's address in X-Forwarded-For, so the per-client join
+                # limit counts students, as in production, not the one loader.
+                "WAITROOM_TRUSTED_PROXIES": f"{HOST}/32",
             }
         )
         args = ["serve", "--port", str(port), "--rate", str(self.rate)]

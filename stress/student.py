@@ -28,7 +28,7 @@ from typing import Any
 from urllib.parse import urlencode
 
 from lookup import sample
-from stress.httpclient import Browser, HttpError, Response
+from stress.httpclient import Browser, HttpError, Response, client_address
 from stress.record import Recorder, Student
 
 HTML = {"Accept": "text/html,application/xhtml+xml"}
@@ -82,7 +82,9 @@ class Journey:
         self.rng = random.Random(rng_seed)
 
     async def run(self, st: Student) -> None:
-        browser = Browser(self.target.host, self.target.port, self.behaviour.timeout_s)
+        browser = Browser(
+            self.target.host, self.target.port, self.behaviour.timeout_s, client_address(st.id)
+        )
         try:
             if self.target.name == "direct":
                 await self._direct(st, browser)
