@@ -4,11 +4,14 @@ Through the waiting room a *browser* student loads ``/``, and while it shows the
 progress page polls exactly as ``static/waitroom.js`` does: ``/queue/state`` while
 far from the front (computing its own place and estimate), ``/status`` when near,
 waiting the interval each answer asks for with the page's jitter, reloading on its
-turn or when the line's epoch changes, backing off 10 s after an error. An *app*
+turn or when the line's epoch changes, backing off 10 s after an error (and before
+a scheduled release, counting down first). An *app*
 student uses the JSON interface (README, "JSON clients"): ``GET /`` and ``/status``
 with ``Accept: application/json``, honouring ``retry_after_s``. Once admitted, both
 submit the roll number and date of birth of a real candidate of the sample data and
-check that the marksheet returned is that candidate's.
+check that the marksheet returned is that candidate's. Each student keeps one
+connection and arrives from an address of its own (``X-Forwarded-For``, through the
+trusted loopback proxy), so the gateway's per-client limits count students.
 
 Without the waiting room (``direct``) the same students go straight to the lookup
 backend. Whoever gets an error or a timeout tries again after a moment's thought,
