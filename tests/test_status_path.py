@@ -1,21 +1,60 @@
 """The gateway's shortcuts on a waiting student's status check, against the general
-code they short-cut: a ticket remembered once verified (``TicketSigner.read_ticket``)
-must be judged as if read in full, every time.
+code they short-cut: the ticket cookie found without splitting the header
+(``fastpath.cookie``), and a ticket remembered once verified
+(``TicketSigner.read_ticket``), which must be judged as if read in full, every time.
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Iterable
 from typing import Any
 
 import pytest
+from hypothesis import example, given, settings
+from hypothesis import strategies as st
 
 from tests import e2e
 from tests.gateway_support import TEST_KEYS, make_settings
-from waitroom.tickets import CLOCK_SKEW_S, TicketRejected, TicketSigner
+from waitroom.fastpath import cookie
+from waitroom.tickets import CLOCK_SKEW_S, TICKET_COOKIE, TicketRejected, TicketSigner
 
 EPOCH = "e1"
 SETTINGS = make_settings("redis://127.0.0.1:1/0")
+
+
+# -- cookie is splitting the header -------------------------------------------------
+
+
+def cookie_by_splitting(headers: Iterable[tuple[bytes, bytes]], name: bytes) -> str | None:
+    for key, value in headers:
+        if key == b"cookie":
+            for part in value.split(b";"):
+                cname, _, cvalue = part.strip().partition(b"=")
+                if cname == name:
+                    return cvalue.decode("latin-1")
+    return None
+
+
+NAME = TICKET_COOKIE.encode()
+pieces = st.sampled_from(
+    [b"wr_ticket", b"wr_ticket=", b"=", b";", b" ", b"\t", b"\x0b", b"a", b"x_wr_ticket", b"wr"]
+)
+cookie_values = st.lists(pieces | st.binary(max_size=6), max_size=12).map(b"".join)
+header_lists = st.lists(
+    st.tuples(st.sampled_from([b"cookie", b"accept", b"cookies"]), cookie_values), max_size=4
+)
+
+
+@settings(max_examples=2000, deadline=None)
+@given(headers=header_lists)
+@example(headers=[(b"cookie", b"a=1; wr_ticket=abc.def ; b=2")])
+@example(headers=[(b"cookie", b"x=wr_ticket=no; wr_ticket=yes")])
+@example(headers=[(b"cookie", b"wr_ticket =no;\twr_ticket= yes  ")])
+@example(headers=[(b"cookie", b"a=1"), (b"cookie", b"wr_ticket=second")])
+def test_cookie_finds_what_splitting_finds(headers: list[tuple[bytes, bytes]]) -> None:
+    assert cookie(headers, NAME) == cookie_by_splitting(headers, NAME)
+    assert cookie(headers, b"a") == cookie_by_splitting(headers, b"a")
 
 
 # -- a remembered ticket is judged on every use -------------------------------------

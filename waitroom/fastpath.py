@@ -55,12 +55,24 @@ _STATE_CACHE = b"public, max-age=1, stale-while-revalidate=2"
 
 
 def cookie(headers: Iterable[tuple[bytes, bytes]], name: bytes) -> str | None:
+    """The value of the first cookie called ``name``: what ``part.strip().partition(b"=")``
+    of each ``;``-separated part of each Cookie header finds, without splitting the
+    header (tests/test_status_path.py holds the two together).
+    """
+    size = len(name)
     for key, value in headers:
         if key == b"cookie":
-            for part in value.split(b";"):
-                cname, _, cvalue = part.strip().partition(b"=")
-                if cname == name:
-                    return cvalue.decode("latin-1")
+            at = value.find(name)
+            while at >= 0:
+                # A part starts here: only whitespace since the last ";".
+                if at == 0 or not value[value.rfind(b";", 0, at) + 1 : at].strip():
+                    end = value.find(b";", at)
+                    rest = value[at + size :] if end < 0 else value[at + size : end]
+                    if rest[:1] == b"=":
+                        return rest[1:].rstrip().decode("latin-1")
+                    if not rest.strip():
+                        return ""  # a bare name
+                at = value.find(name, at + 1)
     return None
 
 
