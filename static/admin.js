@@ -55,17 +55,18 @@
         });
       if (pts.length) {
         parts.push('<polyline fill="none" stroke="' + line[1] + '" stroke-width="1.5" points="' + pts.join(" ") + '"/>');
-        parts.push('<text x="4" y="' + (12 + 11 * i) + '" fill="' + line[1] + '" font-size="10">max ' + fmt(max) + "</text>");
+        parts.push('<text x="4" y="' + (12 + 11 * i) + '" fill="' + line[1] + '" font-size="10">max ' + fmt(max, 3) + "</text>");
       }
     });
     svg.innerHTML = parts.join("");
   }
 
   function update(j) {
-    ["waiting", "rate", "max_active", "active", "last_position", "frontier"].forEach(function (k) { set(k, fmt(j[k], 2)); });
+    ["waiting", "max_active", "active", "last_position", "frontier"].forEach(function (k) { set(k, fmt(j[k], 2)); });
+    set("rate", fmt(j.rate, 3));
     set("admitted_per_s", fmt(j.admitted_per_s, 2));
-    set("admission_rate", fmt(j.admission_rate, 2));
-    set("governed", fmt(j.effective_rate === null || j.effective_rate === undefined ? j.rate : j.effective_rate, 2));
+    set("admission_rate", fmt(j.admission_rate, 3));
+    set("governed", fmt(j.effective_rate === null || j.effective_rate === undefined ? j.rate : j.effective_rate, 3));
     set("governor_reason", j.governor_reason ? j.governor_reason + (j.noshow_factor > 1 ? " · no-show factor " + fmt(j.noshow_factor, 2) : "") : "");
     set("arrivals_per_s", fmt(j.arrivals_per_s, 2));
     set("drain", j.held ? "held" : duration(j.drain_s));

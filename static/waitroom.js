@@ -31,6 +31,12 @@
     setTimeout(fn, 1000 * Math.max(1, seconds) * (0.8 + 0.4 * Math.random()));
   }
 
+  // The server wrote times in its own zone; show them in the student's.
+  document.querySelectorAll("time[datetime]").forEach(function (t) {
+    var when = Date.parse(t.getAttribute("datetime"));
+    if (!isNaN(when)) t.textContent = new Date(when).toLocaleTimeString();
+  });
+
   if (d.release) { prequeue(); return; }
   if (!d.position) return;
   var position = +d.position, joined = +d.joined;
@@ -79,11 +85,14 @@
           // Another line (Redis came back empty): the server will explain and re-place.
           if (j.epoch !== d.epoch) { location.reload(); return; }
           banner(j);
-          lastRate = j.rate;
+          // A paused line reports rate 0: keep the last real rate for pacing polls,
+          // and look again soon, so the page learns of the resume within seconds.
+          if (j.rate > 0) lastRate = j.rate;
           lastAhead = Math.max(0, position - j.frontier - 1);
           if (position <= j.frontier) { location.reload(); return; }
           show(lastAhead, eta(lastAhead, j.rate, j.paused), { paused: j.paused, reconnecting: j.stale });
-          after(Math.min(60, Math.max(2, lastAhead / Math.max(j.rate, 0.001) / 4)), poll);
+          var wait = lastAhead / Math.max(lastRate, 0.001) / 4;
+          after(j.paused ? 5 : Math.min(60, Math.max(2, wait)), poll);
         }
       })
       .catch(function () {

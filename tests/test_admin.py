@@ -168,11 +168,12 @@ async def test_a_change_reaches_every_gateway_within_a_second_and_is_audited(
         async with s.get(gw.url + "/admin") as response:
             page = await response.text()
         # Audit: who (session tag, address), what, old and new values.
-        for field, old, new in [("rate", "", "12.5"), ("max_active", "", "77")]:
-            assert re.search(rf"<td>{field}</td><td>{old}</td><td>{re.escape(new)}</td>", page), (
-                field
-            )
+        for field, old, new in [("rate", "(default)", "12.5"), ("max_active", "(default)", "77")]:
+            row = rf"<td>{field}</td><td>{re.escape(old)}</td><td>{re.escape(new)}</td>"
+            assert re.search(row, page), field
         assert "127.0.0.1" in page
+        # The mode was sent unchanged: no entry for it.
+        assert "<td>mode</td>" not in page
 
 
 @pytest.mark.parametrize(

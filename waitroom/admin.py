@@ -9,6 +9,7 @@ gateway worker at its next view refresh (a quarter of a second by default).
 from __future__ import annotations
 
 import json
+import math
 import time
 from typing import Any
 
@@ -24,6 +25,7 @@ from waitroom.adminauth import (
     verify_password_async,
 )
 from waitroom.errors import StoreUnavailable
+from waitroom.queue import RoomState
 from waitroom.services import Services
 from waitroom.telemetry import read_series
 
@@ -146,7 +148,10 @@ def admin_blueprint(services: Services) -> Blueprint:
         if current is None:
             return _json({"error": "not logged in", "login": "/admin/login"}, 401)
         since = _float(request.args.get("since"))
-        series = await read_series(services.redis, services.queue.keys, SERIES_SHOWN)
+        # A page that has the chart asks only for the seconds since (one a second).
+        missing = math.ceil(time.time() - since) + 2 if since > 0 else SERIES_SHOWN
+        count = max(SMOOTH, min(SERIES_SHOWN, missing))
+        series = await read_series(services.redis, services.queue.keys, count)
         body = _live(services, series)
         body["series"] = [x for x in series if x["t"] > since]
         return _json(body, 200)
@@ -184,6 +189,11 @@ def admin_blueprint(services: Services) -> Blueprint:
         changes, errors = controls.parse_settings(form)
         if errors:
             return await _dashboard(services, current, errors=errors, status=400)
+        # The form sends every field; only what differs from the values in force is
+        # a change (and an audit entry).
+        state = services.view.state
+        if state is not None:
+            changes = {k: v for k, v in changes.items() if not _in_force(state, k, v)}
         return await change(current, changes)
 
     @bp.post("/pause")
@@ -291,6 +301,13 @@ async def _dashboard(
     entries = await services.queue.audit(AUDIT_SHOWN)
     released = state is not None and state.released_n is not None
     for entry in entries:
+        for side in ("old", "new"):
+            if entry.get(side) == "":
+                entry[side] = "(default)"
+        if entry.get("field") == "release_at":
+            for side in ("old", "new"):
+                if str(entry.get(side) or "").isdigit():
+                    entry[side] = _utc(int(entry[side]) / 1000)
         # The seed stays secret until the release: show the commitment instead.
         if entry.get("field") == "release_seed" and entry.get("new") and not released:
             entry["new"] = "sha256:" + release.commitment(entry["new"])[:16] + "…"
@@ -347,8 +364,30 @@ def _json(body: dict[str, Any], status: int) -> Response:
     return Response(json.dumps(body), status=status, content_type="application/json")
 
 
+def _in_force(state: RoomState, field: str, value: str) -> bool:
+    current: dict[str, object] = {
+        "rate": state.rate,
+        "max_active": state.max_active,
+        "pass_ttl_s": state.pass_ttl_s,
+        "mode": state.mode,
+        "banner_en": dict(state.banner).get("en", ""),
+        "banner_hi": dict(state.banner).get("hi", ""),
+    }
+    if field not in current:
+        return False
+    expected = current[field]
+    if isinstance(expected, int | float) and not isinstance(expected, bool):
+        return float(value) == float(expected)
+    return value == expected
+
+
+def _utc(timestamp: float) -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(timestamp))
+
+
 def _float(text: str | None) -> float:
     try:
-        return float(text or 0)
+        value = float(text or 0)
     except ValueError:
         return 0.0
+    return value if math.isfinite(value) else 0.0

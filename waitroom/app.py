@@ -77,6 +77,7 @@ def create_app(settings: Settings | None = None) -> Quart:
             await services.redis.aclose()
 
     app.add_template_filter(_clock, "clock")
+    app.add_template_filter(_iso, "iso")
 
     app.register_blueprint(admin_blueprint(services))
 
@@ -317,7 +318,14 @@ async def _waiting(
 
 
 def _clock(timestamp: float) -> str:
-    return time.strftime("%H:%M:%S", time.localtime(timestamp)) if timestamp else "–"
+    """A time as the server tells it, zone included (the page's script shows it
+    in the reader's zone)."""
+    return time.strftime("%H:%M:%S %Z", time.localtime(timestamp)) if timestamp else "–"
+
+
+def _iso(timestamp: float) -> str:
+    """A machine-readable time for a ``<time datetime>`` attribute."""
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(timestamp)) if timestamp else ""
 
 
 def _countdown(now: Standing) -> str:
