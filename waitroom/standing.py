@@ -23,6 +23,8 @@ from waitroom.view import Estimate, RoomView, StatusBasis
 # polls spread over this many seconds, so a crowd does not ask in the same second.
 PREQUEUE_MAX_POLL_S = 60
 RELEASE_SPREAD_S = 5
+_JITTER_SPAN = 1.2 - 0.8
+_random = random.random
 
 # ``status_reply``'s JSON, byte for byte what ``json.dumps(standing(...).as_json(),
 # separators=(",", ":"))`` gives; the tail comes from the view (``StatusBasis``).
@@ -138,24 +140,35 @@ def status_reply(position: int, basis: StatusBasis) -> tuple[bool, int, bytes] |
             return None
         place = mapped
     frontier = basis.frontier
+    # The jitter as random.uniform(0.8, 1.2) draws it, without its call.
+    jitter = 0.8 + _JITTER_SPAN * _random()
     if place <= frontier:
-        interval = 1.0 if basis.healthy else 5.0
-        retry = max(1, round(interval * random.uniform(0.8, 1.2)))
+        retry = round((1.0 if basis.healthy else 5.0) * jitter)
+        if retry < 1:
+            retry = 1
         shown = b"%d" % place if place else b"null"
         return True, retry, _READY_JSON % (shown, retry, basis.json_tail)
     ahead = place - frontier - 1
-    # view.poll_interval, then the jitter
-    interval = min(60.0, max(2.0, ahead / basis.poll_rate / 4))
-    if not basis.healthy and interval < 5.0:
-        interval = 5.0
-    retry = max(1, round(interval * random.uniform(0.8, 1.2)))
+    # view.poll_interval: min(60.0, max(2.0, ahead / rate / 4)), 5 s at least if stale
+    interval = ahead / basis.poll_rate / 4
+    floor = 2.0 if basis.healthy else 5.0
+    if interval > 60.0:
+        interval = 60.0
+    elif interval < floor:
+        interval = floor
+    retry = round(interval * jitter)
+    if retry < 1:
+        retry = 1
     rate = basis.rate
     if rate <= 0:
         return False, retry, _PAUSED_JSON % (place, ahead, retry, basis.json_tail)
     # view.estimate
     expected = (ahead + 1) / rate
     refresh = basis.refresh_interval_s
-    low = int(max(0.0, expected * 0.9 - refresh))
-    high = max(1, int(expected * 1.2 + refresh + basis.pacer_tick_s + 0.999))
+    low_s = expected * 0.9 - refresh
+    low = int(low_s) if low_s > 0.0 else 0
+    high = int(expected * 1.2 + refresh + basis.pacer_tick_s + 0.999)
+    if high < 1:
+        high = 1
     body = _WAITING_JSON % (place, ahead, (low + high) // 2, low, high, retry, basis.json_tail)
     return False, retry, body
