@@ -339,13 +339,17 @@ def check_header(rows: RowChecker, data: bytes) -> list[int] | None:
     if _encoding_problem(rows, header, header, 1):
         return None
     names = [h.strip() for h in header]
-    for name in sorted({n for n in names if names.count(n) > 1}):
+    for name in sorted({n for n in names if n and names.count(n) > 1}):
         rows.add(1, name, name, "column appears more than once in the header")
     for name in COLUMNS:
         if name not in names:
             rows.add(1, name, "", "required column is missing from the header")
-    for name in names:
-        if name not in COLUMNS:
+    for i, name in enumerate(names, start=1):
+        if not name:
+            # Found by fuzzing: an unnamed column was reported as "column : ...".
+            label = f"#{i}"
+            rows.add(1, label, name, f"header column {i} has no name; name it or delete it")
+        elif name not in COLUMNS:
             rows.add(1, name, name, "unknown column in the header")
     if rows.problem_count:
         return None

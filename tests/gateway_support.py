@@ -21,6 +21,9 @@ def make_settings(redis_url: str, **overrides: Any) -> Settings:
         "pacer_tick_s": 0.05,
         "pacer_lease_s": 1.0,
         "refresh_interval_s": 0.05,
+        # A test's whole crowd comes from 127.0.0.1; the tests of the per-client
+        # join limit (tests/test_gateway_limits.py) set their own.
+        "join_limit": 0,
     }
     values.update(overrides)
     return Settings(**values)

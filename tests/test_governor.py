@@ -148,7 +148,11 @@ async def test_a_slowed_backend_slows_admission_and_its_recovery_raises_it(
 
     async with serving(slowable) as backend:
         settings = make_settings(
-            redis_url, rate=20.0, backend_url=backend.url, backend_p95_target_ms=100.0
+            redis_url,
+            rate=20.0,
+            backend_url=backend.url,
+            backend_p95_target_ms=100.0,
+            pass_max_lookups=0,  # one pass is the load generator: no lookup limit
         )
         async with serving(create_app(settings)) as gw, student() as s:
             await wait_for_credit(gw.url)
@@ -204,7 +208,7 @@ async def test_metrics_are_room_wide_in_the_prometheus_format(
 
     backend_app = create_backend(results_db, admission_keys=BACKEND_KEYS)
     async with serving(backend_app) as backend:
-        settings = make_settings(redis_url, rate=50.0, backend_url=backend.url)
+        settings = make_settings(redis_url, rate=50.0, backend_url=backend.url, pass_max_lookups=6)
         async with (
             serving(create_app(settings)) as gw,
             serving(create_app(settings)) as other,
@@ -212,9 +216,9 @@ async def test_metrics_are_room_wide_in_the_prometheus_format(
         ):
             await wait_for_credit(gw.url)
             await join(s, gw.url)
-            for k in range(6):
+            for k in range(7):
                 async with s.post(gw.url + "/api/result", json=candidate_form(k)) as r:
-                    assert r.status == 200
+                    assert r.status == (200 if k < 6 else 429)
             async with student() as forger:
                 forger.cookie_jar.update_cookies({"wr_ticket": "garbage"})
                 await join(forger, gw.url)
@@ -237,3 +241,4 @@ async def test_metrics_are_room_wide_in_the_prometheus_format(
     assert value[("waitroom_rate_ceiling", ())] == 50
     rejected = (("cookie", "ticket"), ("reason", "garbled"))
     assert value[("waitroom_cookies_rejected_total", rejected)] == 1
+    assert value[("waitroom_limited_total", (("limit", "lookups"),))] == 1

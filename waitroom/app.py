@@ -26,8 +26,16 @@ from werkzeug.exceptions import HTTPException
 from waitroom.admin import admin_blueprint
 from waitroom.config import Settings
 from waitroom.errors import BackendUnavailable, StoreUnavailable
-from waitroom.fastpath import BACKEND_FAULT, MAX_BODY, SECURITY_HEADERS, FastPath, wants_json
+from waitroom.fastpath import (
+    BACKEND_FAULT,
+    LOOKUP_LIMITED,
+    MAX_BODY,
+    SECURITY_HEADERS,
+    FastPath,
+    wants_json,
+)
 from waitroom.i18n import LANGUAGE_NAMES, LANGUAGES, MESSAGES, pick_language
+from waitroom.limits import LookupVerdict
 from waitroom.metrics import CONTENT_TYPE_LATEST, render_metrics
 from waitroom.services import Services
 from waitroom.standing import Standing, standing
@@ -52,6 +60,7 @@ def create_app(settings: Settings | None = None) -> Quart:
         services.signer,
         services.assets,
         services.forwarder,
+        services.limits,
     )
 
     @app.while_serving  # type: ignore[type-var]
@@ -134,9 +143,22 @@ def create_app(settings: Settings | None = None) -> Quart:
     @app.route("/readyz")
     async def readyz() -> Response:
         view = services.view
-        ready = view.healthy and view.state is not None
-        body = {"ready": ready, "redis": view.healthy, "pacer": services.pacer.holder}
-        return _json(body, 200 if ready else 503)
+        redis_ok = view.healthy and view.state is not None
+        backend_fault = await services.forwarder.probe()
+        reasons = []
+        if not redis_ok:
+            reasons.append("redis unreachable (or the room's state not read yet)")
+        if backend_fault:
+            reasons.append(backend_fault)
+        body: dict[str, Any] = {
+            "ready": not reasons,
+            "redis": redis_ok,
+            "backend": backend_fault is None,
+            "pacer": services.pacer.holder,
+        }
+        if reasons:
+            body["reason"] = "; ".join(reasons)
+        return _json(body, 503 if reasons else 200)
 
     @app.errorhandler(HTTPException)
     async def http_error(exc: HTTPException) -> Response:
@@ -172,21 +194,21 @@ async def _admit_then_forward(
     pass_token = request.cookies.get(PASS_COOKIE)
     if pass_token:
         try:
-            signer.read_pass(pass_token)
+            admission = signer.read_pass(pass_token)
         except TicketRejected as exc:
             services.stats.count(f"rejected:pass:{exc.reason}")
             notice = "pass_expired" if exc.reason == "expired" else f"rejected_{exc.reason}"
         else:
             if not forward or (as_json and request.method == "GET"):
                 return _admitted_json()
-            return await _forward(services)
+            return await _forward(services, admission.id)
 
     state = services.view.state
     if state is not None and state.mode == "pass-through" and forward:
         # The kill switch: no line at all, every request goes to the backend.
         if as_json and request.method == "GET":
             return _admitted_json()
-        return await _forward(services)
+        return await _forward(services, None)
     ticket_token = request.cookies.get(TICKET_COOKIE)
     if ticket_token:
         try:
@@ -203,6 +225,10 @@ async def _admit_then_forward(
                 return admitted
             notice = "rejected_spent"
 
+    wait_s = await services.limits.take_join(request.scope.get("client"), request.scope["headers"])
+    if wait_s is not None:
+        services.stats.count("limited:joins")
+        return await _join_limited(wait_s, as_json)
     try:
         joined = await services.queue.join()
         if joined is None:
@@ -250,20 +276,32 @@ async def _admit(services: Services, ticket: Ticket, as_json: bool) -> Response 
     if as_json and request.method == "GET":
         response = _admitted_json()
     else:
-        response = await _forward(services)
+        response = await _forward(services, ticket.id)
     _set_cookie(response, PASS_COOKIE, token, services.view.pass_ttl_s(), services)
     # The ticket is spent: when the pass expires the student joins at the back.
     response.delete_cookie(TICKET_COOKIE)
     return response
 
 
-async def _forward(services: Services) -> Response:
+async def _forward(services: Services, pass_id: str | None) -> Response:
+    """Forward to the backend; a lookup is counted against ``pass_id`` (None: the
+    pass-through mode, no line and no passes, so nothing to count)."""
     method, path = request.method, request.path
     if (method, path) not in FORWARDED:
         return _json({"error": "not found"}, 404)
     body = await request.get_data(cache=True, as_text=False, parse_form_data=False)
     # The lean layer already tried the backend for this very request.
     fault = request.scope.get(BACKEND_FAULT)
+    limited = request.scope.get(LOOKUP_LIMITED)
+    if isinstance(limited, LookupVerdict):
+        services.stats.count("limited:lookups")
+        return await _lookup_limited(limited)
+    verdict = None
+    if method == "POST" and not fault and pass_id is not None:
+        verdict = await services.limits.take_lookup(pass_id)
+        if not verdict.allowed:
+            services.stats.count("limited:lookups")
+            return await _lookup_limited(verdict)
     try:
         if fault:
             raise BackendUnavailable(services.forwarder.url + path, str(fault))
@@ -272,6 +310,8 @@ async def _forward(services: Services) -> Response:
         ]
         answer = await services.forwarder.forward(method, path, headers, body)
     except BackendUnavailable as exc:
+        if verdict is not None and pass_id is not None:
+            await services.limits.settle(pass_id, verdict, None)
         log.warning("waitroom: %s", exc)
         if _wants_json():
             return _json({"state": "busy", "retry_after_s": 5}, 503, {"Retry-After": "5"})
@@ -279,8 +319,52 @@ async def _forward(services: Services) -> Response:
         return await _message_page(
             "title_busy", "busy", 503, retry_s=5, resubmit=dict(form), action=path
         )
+    if verdict is not None and pass_id is not None:
+        await services.limits.settle(pass_id, verdict, answer.status)
     headers_out = {k.decode("latin-1"): v.decode("latin-1") for k, v in answer.headers}
     return Response(answer.body, status=answer.status, headers=headers_out)
+
+
+async def _lookup_limited(verdict: LookupVerdict) -> Response:
+    """The pass has bought all its lookups: say so, and send the student to the line.
+
+    The pass cookie is dropped, so the next visit to ``/`` joins the line again.
+    """
+    if _wants_json():
+        response = _json(
+            {
+                "state": "limit_reached",
+                "error": "lookup_limit",
+                "limit": verdict.limit,
+                "message": f"This admission allowed {verdict.limit} lookups and all were "
+                "used. Join the line again (GET /) to look up more.",
+                "join_url": "/",
+            },
+            429,
+        )
+    else:
+        response = await _message_page(
+            "title_lookup_limit", "lookup_limit", 429, fmt={"limit": verdict.limit}
+        )
+    response.delete_cookie(PASS_COOKIE)
+    return response
+
+
+async def _join_limited(wait_s: int, as_json: bool) -> Response:
+    """Too many new places taken from this client lately: a calm page that retries."""
+    headers = {"Retry-After": str(wait_s)}
+    if as_json:
+        body = {
+            "state": "limited",
+            "error": "too_many_joins",
+            "retry_after_s": wait_s,
+            "message": "Too many new places in line were taken from your network just "
+            f"now. Try again in {wait_s} s; a place you already hold is kept.",
+        }
+        return _json(body, 429, headers)
+    return await _message_page(
+        "title_join_limit", "join_limit", 429, retry_s=wait_s, fmt={"seconds": wait_s}
+    )
 
 
 async def _waiting(
@@ -385,11 +469,13 @@ async def _message_page(
     detail: str | None = None,
     resubmit: dict[str, str] | None = None,
     action: str | None = None,
+    fmt: dict[str, Any] | None = None,
 ) -> Response:
     html = await render_template(
         "message.html",
         title_key=title,
         message_key=message,
+        fmt=fmt or {},
         retry_s=retry_s,
         detail=detail,
         resubmit=resubmit or {},

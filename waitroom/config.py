@@ -8,6 +8,7 @@ process with an error that names the setting, the value and what is accepted
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import os
 import re
 from collections.abc import Callable, Mapping
@@ -26,6 +27,22 @@ _ROOM_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,39}$")
 
 def _keys(value: str) -> tuple[str, ...]:
     return tuple(part.strip() for part in value.split(",") if part.strip())
+
+
+def _networks(value: str) -> tuple[str, ...]:
+    """Comma-separated IP addresses or CIDR networks, each checked and normalised."""
+    out = []
+    for part in value.split(","):
+        part = part.strip()
+        if part:
+            try:
+                # strict=False: "10.0.0.1/8" means 10.0.0.0/8, as operators write it.
+                out.append(str(ipaddress.ip_network(part, strict=False)))
+            except ValueError:
+                raise ValueError(
+                    f"{part!r} is not an IP address or CIDR network (e.g. 10.0.0.0/8)"
+                ) from None
+    return tuple(out)
 
 
 def _bool(value: str) -> bool:
@@ -82,6 +99,15 @@ class Settings:
     backlog: int = 2048
     server: str = "hypercorn"
     static_dir: str = ""
+    # Abuse limits (waitroom.limits). Lookups one admission pass buys (0: no limit):
+    # a pass shared with many devices, or used to guess dates of birth, stops here.
+    pass_max_lookups: int = 10
+    # New places in line one client may take per window (0: no limit). Generous,
+    # because a mobile carrier's NAT puts many students behind one IPv4 address.
+    join_limit: int = 60
+    join_window_s: int = 60
+    # Proxies whose X-Forwarded-For is believed (IPs or CIDRs); nobody's by default.
+    trusted_proxies: tuple[str, ...] = field(default=(), metadata={"parse": _networks})
 
     def __post_init__(self) -> None:
         _check(self)
@@ -231,6 +257,24 @@ def _check(s: Settings) -> None:
                 "<hidden>",
                 f"{exc}; make one with: waitroom hash-password",
             )
+    need(
+        s.pass_max_lookups >= 0,
+        "pass_max_lookups",
+        s.pass_max_lookups,
+        "must be 0 (no limit) or more lookups per pass",
+    )
+    need(s.join_limit >= 0, "join_limit", s.join_limit, "must be 0 (no limit) or more joins")
+    need(
+        1 <= s.join_window_s <= 3600,
+        "join_window_s",
+        s.join_window_s,
+        "must be between 1 and 3600 seconds",
+    )
+    for proxy in s.trusted_proxies:
+        try:
+            ipaddress.ip_network(proxy, strict=False)
+        except ValueError:
+            need(False, "trusted_proxies", proxy, "must be IP addresses or CIDR networks")
     hints = {
         "secret_keys": "generate one with: "
         "python -c 'import secrets; print(secrets.token_urlsafe(32))'",

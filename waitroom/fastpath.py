@@ -18,6 +18,7 @@ from collections.abc import Iterable
 from waitroom.assets import IMMUTABLE, Assets
 from waitroom.errors import BackendUnavailable
 from waitroom.forward import Forwarder
+from waitroom.limits import Limits
 from waitroom.rawasgi import ASGIApp, ClientGone, Message, Receive, Scope, Send, read_body
 from waitroom.standing import standing, status_reply
 from waitroom.tickets import PASS_COOKIE, TICKET_COOKIE, TicketRejected, TicketSigner
@@ -31,6 +32,8 @@ _TICKET = TICKET_COOKIE.encode()
 _PASS = PASS_COOKIE.encode()
 # Set by this layer when the backend failed, so Quart shows the busy page at once.
 BACKEND_FAULT = "waitroom.backend_fault"
+# Set by this layer when a pass has used up its lookups, so Quart shows the page.
+LOOKUP_LIMITED = "waitroom.lookup_limited"
 MAX_BODY = 16 * 1024
 FORWARDED_POSTS = frozenset({"/result", "/api/result"})
 SECURITY_HEADERS: tuple[tuple[bytes, bytes], ...] = (
@@ -97,8 +100,10 @@ class FastPath:
         signer: TicketSigner,
         assets: Assets,
         forwarder: Forwarder,
+        limits: Limits | None = None,
     ) -> None:
         self.app = app
+        self.limits = limits
         self.view = view
         self.signer = signer
         self.assets = assets
@@ -149,7 +154,7 @@ class FastPath:
         if token is None:
             return False
         try:
-            self.signer.read_pass(token)
+            admission = self.signer.read_pass(token)
         except TicketRejected:
             return False  # Quart sends them back to the line and says why
         try:
@@ -160,14 +165,25 @@ class FastPath:
             message = b"request body too large: a lookup needs a roll number and a date\n"
             await _respond(scope, send, 413, message, b"text/plain; charset=utf-8", [])
             return True
+        verdict = None
+        if scope["method"] == "POST" and self.limits is not None:
+            verdict = await self.limits.take_lookup(admission.id)
+            if not verdict.allowed:
+                scope[LOOKUP_LIMITED] = verdict
+                await self.app(scope, _replay(body, receive), send)
+                return True
         try:
             answer = await self.forwarder.forward(
                 scope["method"], scope["path"], scope["headers"], body
             )
         except BackendUnavailable as exc:
+            if verdict is not None and self.limits is not None:
+                await self.limits.settle(admission.id, verdict, None)
             scope[BACKEND_FAULT] = str(exc)
             await self.app(scope, _replay(body, receive), send)
             return True
+        if verdict is not None and self.limits is not None:
+            await self.limits.settle(admission.id, verdict, answer.status)
         headers = [
             *answer.headers,
             (b"content-length", str(len(answer.body)).encode()),

@@ -10,6 +10,7 @@ page. Both the lean layer and the Quart routes forward through here.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import time
@@ -52,6 +53,22 @@ class Forwarder:
         if self._upstream is not None:
             await self._upstream.close()
             self._upstream = None
+
+    async def probe(self, timeout_s: float = 2.0) -> str | None:
+        """None when the backend answers its health check in time, else why not."""
+        upstream = self._upstream
+        if upstream is None:
+            return "lookup backend: gateway is not serving yet"
+        try:
+            async with asyncio.timeout(timeout_s):
+                answer = await upstream.request("GET", "/healthz", [])
+        except TimeoutError:
+            return f"lookup backend at {self.url} did not answer within {timeout_s:g}s"
+        except UpstreamError as exc:
+            return f"lookup backend at {self.url} unreachable: {exc}"
+        if answer.status != 200:
+            return f"lookup backend at {self.url} answered {answer.status} to /healthz"
+        return None
 
     async def forward(
         self, method: str, path: str, headers: list[tuple[bytes, bytes]], body: bytes

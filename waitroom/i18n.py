@@ -59,6 +59,14 @@ MESSAGES: dict[str, dict[str, str]] = {
         "releasing": "Releasing now: your place in line is being drawn…",
         "notice": "Notice",
         "language": "भाषा: हिन्दी",
+        "title_lookup_limit": "All lookups for this turn are used",
+        "lookup_limit": "Each turn allows {limit} result lookups, and all of them have "
+        "been used (perhaps on another device). To look up more, join the line again: "
+        "it will not take long.",
+        "title_join_limit": "Please wait a moment",
+        "join_limit": "Many new places in line were taken from your network just now. "
+        "This page tries again by itself in {seconds} seconds. If you already "
+        "have a place, open the page in the browser where you joined: your place is kept.",
     },
     "hi": {
         "title_waiting": "आप कतार में हैं",
@@ -108,6 +116,14 @@ MESSAGES: dict[str, dict[str, str]] = {
         "releasing": "परिणाम जारी हो रहे हैं: कतार में आपका स्थान तय किया जा रहा है…",
         "notice": "सूचना",
         "language": "Language: English",
+        "title_lookup_limit": "इस बारी की सभी खोजें हो चुकी हैं",
+        "lookup_limit": "हर बारी में {limit} परिणाम खोजे जा सकते हैं, और सभी इस्तेमाल हो चुके "
+        "हैं (शायद किसी दूसरे डिवाइस पर)। और खोजने के लिए फिर से कतार में लगें: ज़्यादा "
+        "देर नहीं लगेगी।",
+        "title_join_limit": "कृपया थोड़ी देर रुकें",
+        "join_limit": "अभी-अभी आपके नेटवर्क से कतार में बहुत से नए स्थान लिए गए। "
+        "यह पेज {seconds} सेकंड में अपने आप दोबारा कोशिश करेगा। अगर आपके पास पहले से स्थान "
+        "है, तो वही ब्राउज़र खोलें जिसमें आप कतार में लगे थे: आपका स्थान सुरक्षित है।",
     },
 }
 

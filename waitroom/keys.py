@@ -77,3 +77,11 @@ class RoomKeys:
         """Hash: room-wide counters since the room began, summed over every gateway
         worker (fixed set of fields; EX renewed on write)."""
         return f"{self._tag}:metrics"
+
+    def lookups(self, pass_id: str) -> str:
+        """String: lookups made with one admission pass (PX: the pass's lifetime)."""
+        return f"{self._tag}:lookups:{pass_id}"
+
+    def joins(self, client: str) -> str:
+        """String: places in line one client took in the current window (PX: the window)."""
+        return f"{self._tag}:joins:{client}"

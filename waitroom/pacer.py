@@ -19,7 +19,7 @@ from waitroom.errors import StoreUnavailable
 from waitroom.governor import Governor
 from waitroom.queue import Queue, Tick
 from waitroom.telemetry import Sampler
-from waitroom.view import RoomView
+from waitroom.view import RoomView, stop_requested
 
 log = logging.getLogger(__name__)
 
@@ -76,6 +76,8 @@ class Pacer:
                 # A pacer that dies freezes the line for good: log, back off, go on.
                 log.exception("waitroom: pacer step failed")
                 self.holder = False
+            if stop_requested():
+                raise asyncio.CancelledError
             if self.holder:
                 await asyncio.sleep(self.settings.pacer_tick_s)
             else:

@@ -11,6 +11,7 @@ from waitroom.assets import Assets
 from waitroom.config import Settings
 from waitroom.forward import Forwarder
 from waitroom.governor import Governor
+from waitroom.limits import Limits
 from waitroom.pacer import Pacer
 from waitroom.queue import Queue, connect
 from waitroom.telemetry import BackendStats, Sampler
@@ -30,6 +31,7 @@ class Services:
     forwarder: Forwarder
     stats: BackendStats
     auth: AdminAuth
+    limits: Limits
 
     @classmethod
     def build(cls, settings: Settings) -> Services:
@@ -50,4 +52,5 @@ class Services:
             forwarder=Forwarder(settings, stats),
             stats=stats,
             auth=AdminAuth(client, queue.keys, settings.secret_keys, settings.admin_session_ttl_s),
+            limits=Limits(client, settings, view),
         )

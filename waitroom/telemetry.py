@@ -24,6 +24,7 @@ import redis.asyncio as aioredis
 from waitroom.errors import StoreUnavailable
 from waitroom.keys import RoomKeys
 from waitroom.queue import RoomState, Tick
+from waitroom.view import stop_requested
 
 log = logging.getLogger(__name__)
 
@@ -89,6 +90,8 @@ class BackendStats:
         while True:
             await asyncio.sleep(FLUSH_INTERVAL_S)
             await self.flush(client, keys)
+            if stop_requested():  # flush swallows errors, a lost cancellation among them
+                raise asyncio.CancelledError
 
 
 @dataclass(frozen=True)

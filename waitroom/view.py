@@ -184,6 +184,8 @@ class RoomView:
             except Exception:
                 log.exception("waitroom: refreshing the room's view failed")
                 self.healthy = False
+            if stop_requested():
+                raise asyncio.CancelledError
             await asyncio.sleep(self.settings.refresh_interval_s)
 
     def pass_ttl_s(self) -> int:
@@ -322,3 +324,14 @@ def release_info(s: RoomState) -> dict[str, object]:
         info["prequeue_to"] = s.released_n
         info["seed"] = s.release_seed
     return info
+
+
+def stop_requested() -> bool:
+    """Whether this task was asked to stop while a Redis call was in flight.
+
+    redis-py can turn a cancellation that arrives mid-command into a connection
+    error, which this loop survives by design; without this check the stop is lost
+    and the server's shutdown waits for the loop forever.
+    """
+    task = asyncio.current_task()
+    return task is not None and task.cancelling() > 0

@@ -1,0 +1,216 @@
+"""Abuse limits: lookups per admission pass, places in line per client.
+
+Both are counters in Redis (``count.lua``: one round trip, atomic, a TTL set at the
+first use), so they hold across workers and gateway nodes:
+
+- A pass buys ``pass_max_lookups`` lookups (``POST /result``, ``POST /api/result``)
+  within its lifetime. A pass copied to many devices, or used to guess dates of
+  birth for a roll number, stops there; the student joins the line again for more.
+  A lookup that the backend could not answer (down, slow, 5xx) or did not look up
+  (malformed input) is given back, so an outage never uses up a student's lookups.
+- A client takes at most ``join_limit`` new places per ``join_window_s``, so one
+  machine cannot hold thousands of places. Waiting students never join again
+  (their ticket keeps their place), so this touches only new arrivals.
+
+Who "a client" is: the TCP peer, unless that peer is a configured trusted proxy,
+in which case ``X-Forwarded-For`` is read from the right, skipping trusted hops,
+and the first address that is not a trusted proxy is the client. Hypercorn's
+``ProxyFixMiddleware`` instead trusts a fixed number of hops: a request that
+reaches a gateway without passing the load balancer (a second listener, a
+misrouted health check, a proxy that skips a hop) would then name any client it
+likes. Trust by address is correct whatever the path, and works on granian too.
+IPv6 clients count per /64, the block one subscriber gets: counting per address
+would let one phone take a place per address of its own /64.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+import math
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from importlib import resources
+from typing import Any
+
+import redis.asyncio as aioredis
+import redis.exceptions
+
+from waitroom.config import Settings
+from waitroom.errors import StoreUnavailable
+from waitroom.keys import RoomKeys
+from waitroom.tickets import CLOCK_SKEW_S
+from waitroom.view import RoomView
+
+log = logging.getLogger(__name__)
+
+_ERRORS = (redis.exceptions.RedisError, OSError)
+_XFF = b"x-forwarded-for"
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+# Backend answers that mean the lookup was made: a marksheet, or "no such result"
+# (which must count, or a pass would buy unlimited guesses of a date of birth).
+LOOKED_UP = frozenset({200, 404})
+
+
+@dataclass(frozen=True, slots=True)
+class LookupVerdict:
+    allowed: bool
+    used: int
+    limit: int
+    # Whether a use was recorded in Redis (and so may be given back).
+    counted: bool
+
+
+class Limits:
+    def __init__(self, client: aioredis.Redis, settings: Settings, view: RoomView) -> None:
+        self.settings = settings
+        self.keys = RoomKeys(settings.room)
+        self.view = view
+        source = resources.files("waitroom").joinpath("lua", "count.lua").read_text("utf-8")
+        self._count = client.register_script(source)
+        self._join_window_ms = settings.join_window_s * 1000
+        self.trusted = parse_networks(settings.trusted_proxies)
+        self._untrusted_xff_logged = False
+
+    async def _hit(self, key: str, window_ms: int, change: int) -> tuple[int, int]:
+        try:
+            reply: list[Any] = await self._count(keys=[key], args=[window_ms, change])
+        except _ERRORS as exc:
+            raise StoreUnavailable("count", f"{type(exc).__name__}: {exc}") from exc
+        return int(reply[0]), int(reply[1])
+
+    # -- lookups per pass ----------------------------------------------------------
+
+    def _pass_window_ms(self) -> int:
+        # A pass lives its lifetime (an admin may change it at run time) from its
+        # signing, judged with CLOCK_SKEW_S of tolerance; a counter started at its
+        # first lookup outlives it.
+        return (self.view.pass_ttl_s() + CLOCK_SKEW_S) * 1000
+
+    async def take_lookup(self, pass_id: str) -> LookupVerdict:
+        """Count one lookup with this pass; ``allowed`` is False past the limit."""
+        limit = self.settings.pass_max_lookups
+        # Fail open, as for spent tickets: the pass is signed and expires, so an
+        # outage lets a shared pass buy at most what the backend serves until it
+        # expires, while failing closed would stop every admitted student's lookup
+        # for as long as Redis is away, the very students the room exists to serve.
+        # A worker whose view already saw Redis go away does not wait to learn it again.
+        if limit == 0 or not self.view.healthy:
+            return LookupVerdict(True, 0, limit, counted=False)
+        try:
+            used, _ = await self._hit(self.keys.lookups(pass_id), self._pass_window_ms(), 1)
+        except StoreUnavailable as exc:
+            log.warning("waitroom: %s; lookup not counted", exc)
+            return LookupVerdict(True, 0, limit, counted=False)
+        return LookupVerdict(used <= limit, used, limit, counted=True)
+
+    async def settle(self, pass_id: str, verdict: LookupVerdict, status: int | None) -> None:
+        """Give a counted lookup back when the backend did not make it.
+
+        ``status`` is the backend's answer, None when it could not answer at all.
+        """
+        if not verdict.counted or not verdict.allowed or status in LOOKED_UP:
+            return
+        try:
+            await self._hit(self.keys.lookups(pass_id), self._pass_window_ms(), -1)
+        except StoreUnavailable as exc:
+            log.warning("waitroom: %s; a failed lookup stays counted", exc)
+
+    # -- joins per client ------------------------------------------------------------
+
+    async def take_join(
+        self, peer: Sequence[Any] | None, headers: Iterable[tuple[bytes, bytes]]
+    ) -> int | None:
+        """Count a new place for this request's client (the ASGI scope's ``client``
+        and ``headers``): None if allowed, else the seconds until its window ends."""
+        limit = self.settings.join_limit
+        if limit == 0:
+            return None
+        client = self.client_of(peer, headers)
+        try:
+            used, ttl_ms = await self._hit(self.keys.joins(client), self._join_window_ms, 1)
+        except StoreUnavailable:
+            # Joining needs Redis too: the join that follows fails and says so calmly.
+            return None
+        if used <= limit:
+            return None
+        return max(1, math.ceil(ttl_ms / 1000))
+
+    def client_of(self, peer: Sequence[Any] | None, headers: Iterable[tuple[bytes, bytes]]) -> str:
+        forwarded = [v for k, v in headers if k == _XFF]
+        address = client_address(peer[0] if peer else None, forwarded, self.trusted)
+        if forwarded and not self._untrusted_xff_logged and not self._trusted_peer(peer):
+            # Most likely a load balancer that is not in WAITROOM_TRUSTED_PROXIES:
+            # then every student counts as the balancer, and joins get refused.
+            self._untrusted_xff_logged = True
+            log.warning(
+                "waitroom: X-Forwarded-For from %s, which is not a trusted proxy; if it is "
+                "your load balancer, add it to WAITROOM_TRUSTED_PROXIES",
+                peer[0] if peer else "a unix socket",
+            )
+        return address
+
+    def _trusted_peer(self, peer: Sequence[Any] | None) -> bool:
+        address = _parse_ip(str(peer[0])) if peer else None
+        return peer is None or (address is not None and any(address in net for net in self.trusted))
+
+
+def parse_networks(values: Iterable[str]) -> tuple[IPNetwork, ...]:
+    return tuple(ipaddress.ip_network(v, strict=False) for v in values)
+
+
+def _parse_ip(text: str) -> IPAddress | None:
+    """An address from a peer or an X-Forwarded-For entry (a port may follow it)."""
+    text = text.strip()
+    if text.startswith("["):  # [2001:db8::1]:443
+        text = text[1:].partition("]")[0]
+    elif text.count(":") == 1:  # 203.0.113.7:51234
+        text = text.partition(":")[0]
+    try:
+        address = ipaddress.ip_address(text)
+    except ValueError:
+        return None
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        return address.ipv4_mapped
+    return address
+
+
+def _key(address: IPAddress) -> str:
+    if isinstance(address, ipaddress.IPv6Address):
+        return str(ipaddress.IPv6Network((address, 64), strict=False))
+    return str(address)
+
+
+def client_address(
+    peer: str | None, forwarded_for: Sequence[bytes], trusted: Sequence[IPNetwork]
+) -> str:
+    """The key of the client to hold responsible for a request.
+
+    ``peer`` is the TCP peer's address (None on a unix socket: only a local process,
+    a proxy on this machine, can connect there, so it is trusted). Each trusted hop
+    appended the address it saw to X-Forwarded-For, so the header is read from the
+    right while the address in hand is a trusted proxy. An entry that is not an
+    address cannot have come from a trusted proxy: reading stops at the hop before it.
+    """
+    current = _parse_ip(peer) if peer is not None else None
+    if peer is not None and current is None:
+        return "unknown"
+
+    def is_trusted(address: IPAddress | None) -> bool:
+        return address is None or any(address in network for network in trusted)
+
+    if not is_trusted(current) or not forwarded_for:
+        return _key(current) if current is not None else "local"
+    entries = [
+        part
+        for value in forwarded_for
+        for part in value.decode("latin-1").split(",")
+        if part.strip()
+    ]
+    while entries and is_trusted(current):
+        hop = _parse_ip(entries.pop())
+        if hop is None:
+            break
+        current = hop
+    return _key(current) if current is not None else "local"
