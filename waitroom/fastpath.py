@@ -20,13 +20,14 @@ from waitroom.errors import BackendUnavailable
 from waitroom.forward import Forwarder
 from waitroom.limits import Limits
 from waitroom.rawasgi import ASGIApp, ClientGone, Message, Receive, Scope, Send, read_body
-from waitroom.standing import standing
+from waitroom.standing import standing, status_reply
 from waitroom.tickets import PASS_COOKIE, TICKET_COOKIE, TicketRejected, TicketSigner
 from waitroom.view import RoomView
 
 log = logging.getLogger(__name__)
 
 _JSON = b"application/json"
+_READS = ("GET", "HEAD")
 _TICKET = TICKET_COOKIE.encode()
 _PASS = PASS_COOKIE.encode()
 # Set by this layer when the backend failed, so Quart shows the busy page at once.
@@ -58,12 +59,24 @@ _STATE_CACHE = b"public, max-age=1, stale-while-revalidate=2"
 
 
 def cookie(headers: Iterable[tuple[bytes, bytes]], name: bytes) -> str | None:
+    """The value of the first cookie called ``name``: what ``part.strip().partition(b"=")``
+    of each ``;``-separated part of each Cookie header finds, without splitting the
+    header (tests/test_status_path.py holds the two together).
+    """
+    size = len(name)
     for key, value in headers:
         if key == b"cookie":
-            for part in value.split(b";"):
-                cname, _, cvalue = part.strip().partition(b"=")
-                if cname == name:
-                    return cvalue.decode("latin-1")
+            at = value.find(name)
+            while at >= 0:
+                # A part starts here: only whitespace since the last ";".
+                if at == 0 or not value[value.rfind(b";", 0, at) + 1 : at].strip():
+                    end = value.find(b";", at)
+                    rest = value[at + size :] if end < 0 else value[at + size : end]
+                    if rest[:1] == b"=":
+                        return rest[1:].rstrip().decode("latin-1")
+                    if not rest.strip():
+                        return ""  # a bare name
+                at = value.find(name, at + 1)
     return None
 
 
@@ -100,6 +113,10 @@ class FastPath:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        if scope["path"] == "/status" and scope["method"] in _READS:
+            # The crowd's request: answered without the send wrapper below.
+            await self._status(scope, receive, send)
+            return
         started = False
 
         async def tracked(message: Message) -> None:
@@ -111,26 +128,14 @@ class FastPath:
             if await self._handle(scope, receive, tracked):
                 return
         except Exception:
-            # Quart has its own last line of defence; this is the lean layer's.
-            log.exception("waitroom: lean layer failed on %s %s", scope["method"], scope["path"])
-            if not started:
-                await _respond(
-                    scope,
-                    send,
-                    503,
-                    _CALM_503,
-                    b"text/html; charset=utf-8",
-                    [(b"retry-after", b"5"), (b"cache-control", _NO_STORE)],
-                )
+            await _failed(scope, send, started)
             return
         await self.app(scope, receive, send)
 
     async def _handle(self, scope: Scope, receive: Receive, send: Send) -> bool:
         """Answer the request here; False when Quart should (nothing was sent)."""
         method, path = scope["method"], scope["path"]
-        if method in ("GET", "HEAD"):
-            if path == "/status":
-                return await self._status(scope, send)
+        if method in _READS:
             if path == "/queue/state":
                 await self._state(scope, send)
                 return True
@@ -188,32 +193,53 @@ class FastPath:
         await send({"type": "http.response.body", "body": answer.body})
         return True
 
-    async def _status(self, scope: Scope, send: Send) -> bool:
-        view = self.view
-        if view.state is None:
-            return False
+    async def _status(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """A status check. Quart answers it when this layer cannot (no state yet, no
+        ticket or a bad one); a failure is met as in ``__call__``.
+        """
+        try:
+            answer = self._status_answer(scope)
+        except Exception:
+            await _failed(scope, send, started=False)
+            return
+        if answer is None:
+            await self.app(scope, receive, send)
+            return
+        start, body = answer
+        try:
+            await send(start)
+            await send(
+                {"type": "http.response.body", "body": b"" if scope["method"] == "HEAD" else body}
+            )
+        except Exception:
+            await _failed(scope, send, started=True)
+
+    def _status_answer(self, scope: Scope) -> tuple[Message, bytes] | None:
+        basis = self.view.status_basis()
+        if basis is None:
+            return None
         token = cookie(scope["headers"], _TICKET)
         if token is None:
-            return False
+            return None
         try:
-            ticket = self.signer.read_ticket(token, view.state.epoch)
+            ticket = self.signer.read_ticket(token, basis.state.epoch)
         except TicketRejected:
-            return False  # Quart explains and gives a new place
-        now = standing(ticket, view)
-        body = json.dumps(now.as_json(), separators=(",", ":")).encode()
-        status = 200 if now.ready else 202
-        await _respond(
-            scope,
-            send,
-            status,
-            body,
-            _JSON,
-            [
-                (b"cache-control", _NO_STORE),
-                (b"retry-after", str(now.retry_after_s).encode()),
-            ],
-        )
-        return True
+            return None  # Quart explains and gives a new place
+        reply = status_reply(ticket.position, basis)
+        if reply is None:  # the pre-queue of a release, the pass-through mode
+            now = standing(ticket, self.view)
+            body = json.dumps(now.as_json(), separators=(",", ":")).encode()
+            reply = now.ready, now.retry_after_s, body
+        ready, retry, body = reply
+        headers = [
+            (b"content-type", _JSON),
+            (b"content-length", b"%d" % len(body)),
+            (b"x-content-type-options", b"nosniff"),
+            (b"cache-control", _NO_STORE),
+            (b"retry-after", b"%d" % retry),
+        ]
+        start = {"type": "http.response.start", "status": 200 if ready else 202, "headers": headers}
+        return start, body
 
     async def _state(self, scope: Scope, send: Send) -> None:
         view = self.view
@@ -255,6 +281,21 @@ class FastPath:
             await _respond(scope, send, 304, b"", asset.content_type, headers)
         else:
             await _respond(scope, send, 200, asset.body, asset.content_type, headers)
+
+
+async def _failed(scope: Scope, send: Send, started: bool) -> None:
+    """After an exception in this layer: log it, and answer calmly if nothing was sent."""
+    # Quart has its own last line of defence; this is the lean layer's.
+    log.exception("waitroom: lean layer failed on %s %s", scope["method"], scope["path"])
+    if not started:
+        await _respond(
+            scope,
+            send,
+            503,
+            _CALM_503,
+            b"text/html; charset=utf-8",
+            [(b"retry-after", b"5"), (b"cache-control", _NO_STORE)],
+        )
 
 
 async def _respond(

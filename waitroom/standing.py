@@ -17,12 +17,28 @@ from typing import Any
 from waitroom import release
 from waitroom.queue import RoomState
 from waitroom.tickets import Ticket
-from waitroom.view import Estimate, RoomView
+from waitroom.view import Estimate, RoomView, StatusBasis
 
 # Before a release the pre-queue polls at most this often, and at the release its
 # polls spread over this many seconds, so a crowd does not ask in the same second.
 PREQUEUE_MAX_POLL_S = 60
 RELEASE_SPREAD_S = 5
+_JITTER_SPAN = 1.2 - 0.8
+_random = random.random
+
+# ``status_reply``'s JSON, byte for byte what ``json.dumps(standing(...).as_json(),
+# separators=(",", ":"))`` gives; the tail comes from the view (``StatusBasis``).
+_WAITING_JSON = (
+    b'{"state":"waiting","position":%d,"ahead":%d,"eta_s":%d,"eta_range_s":[%d,%d],'
+    b'"retry_after_s":%d%s'
+)
+_PAUSED_JSON = (
+    b'{"state":"waiting","position":%d,"ahead":%d,"eta_s":null,"eta_range_s":null,'
+    b'"retry_after_s":%d%s'
+)
+_READY_JSON = (
+    b'{"state":"ready","position":%s,"ahead":0,"eta_s":null,"eta_range_s":null,"retry_after_s":%d%s'
+)
 
 
 @dataclass(frozen=True)
@@ -104,3 +120,55 @@ def standing(ticket: Ticket, view: RoomView) -> Standing:
     # Jitter spreads a crowd that arrived in one second over the whole interval.
     retry = max(1, round(interval * random.uniform(0.8, 1.2)))
     return Standing(ready, place, ahead, estimate, retry, stale, view.updated_at, paused)
+
+
+def status_reply(position: int, basis: StatusBasis) -> tuple[bool, int, bytes] | None:
+    """``standing`` and its JSON for the common case, in one step: (ready, retry
+    after, body), or None for the cases that ``standing`` itself answers (the
+    pass-through mode, the pre-queue of a release before its order is drawn).
+
+    The status check of every waiting student comes here, so it works from the
+    view's per-refresh ``StatusBasis`` and formats the JSON from a template. It
+    must give exactly what ``standing`` gives (tests/test_status_path.py).
+    """
+    if basis.irregular:
+        return None
+    place = position
+    if basis.release_at_ms is not None and position > basis.release_base:
+        mapped = place_of(position, basis.state)
+        if mapped is None:
+            return None
+        place = mapped
+    frontier = basis.frontier
+    # The jitter as random.uniform(0.8, 1.2) draws it, without its call.
+    jitter = 0.8 + _JITTER_SPAN * _random()
+    if place <= frontier:
+        retry = round((1.0 if basis.healthy else 5.0) * jitter)
+        if retry < 1:
+            retry = 1
+        shown = b"%d" % place if place else b"null"
+        return True, retry, _READY_JSON % (shown, retry, basis.json_tail)
+    ahead = place - frontier - 1
+    # view.poll_interval: min(60.0, max(2.0, ahead / rate / 4)), 5 s at least if stale
+    interval = ahead / basis.poll_rate / 4
+    floor = 2.0 if basis.healthy else 5.0
+    if interval > 60.0:
+        interval = 60.0
+    elif interval < floor:
+        interval = floor
+    retry = round(interval * jitter)
+    if retry < 1:
+        retry = 1
+    rate = basis.rate
+    if rate <= 0:
+        return False, retry, _PAUSED_JSON % (place, ahead, retry, basis.json_tail)
+    # view.estimate
+    expected = (ahead + 1) / rate
+    refresh = basis.refresh_interval_s
+    low_s = expected * 0.9 - refresh
+    low = int(low_s) if low_s > 0.0 else 0
+    high = int(expected * 1.2 + refresh + basis.pacer_tick_s + 0.999)
+    if high < 1:
+        high = 1
+    body = _WAITING_JSON % (place, ahead, (low + high) // 2, low, high, retry, basis.json_tail)
+    return False, retry, body

@@ -16,7 +16,7 @@ import secrets
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 from itsdangerous import BadData, BadSignature, URLSafeTimedSerializer
 
@@ -26,8 +26,9 @@ TICKET_COOKIE = "wr_ticket"
 PASS_COOKIE = "wr_pass"  # noqa: S105 - a cookie name, not a secret
 # Gateways whose clocks disagree by less than this still honour each other's cookies.
 CLOCK_SKEW_S = 30
-# Verified tokens remembered per worker (about 300 bytes each).
+# Verified tokens remembered per worker and kind (about 300 bytes each).
 VERIFIED_CACHE_SIZE = 100_000
+_T = TypeVar("_T")
 
 Reason = Literal["garbled", "tampered", "foreign", "expired"]
 
@@ -70,10 +71,13 @@ class TicketSigner:
         keys = list(reversed(settings.secret_keys))
         self._tickets = URLSafeTimedSerializer(keys, salt="waitroom.ticket")
         self._passes = URLSafeTimedSerializer(keys, salt="waitroom.pass")
-        # token -> (payload, signed_at) of tokens whose signature checked out. A waiting
-        # student sends the same ticket on every poll; checking the HMAC again was
-        # two thirds of a status check. Expiry is still judged on every use.
-        self._verified: dict[str, tuple[Any, int]] = {}
+        # token -> (what it says, None if unreadable; signed_at; payload), per kind, of
+        # tokens whose signature checked out. A waiting student sends the same ticket
+        # on every poll; checking the HMAC again was two thirds of a status check, and
+        # making the Ticket again a tenth. Expiry, room and epoch are still judged on
+        # every use.
+        self._tickets_seen: dict[str, tuple[Ticket | None, int, Any]] = {}
+        self._passes_seen: dict[str, tuple[Pass | None, int, Any]] = {}
 
     def issue_ticket(self, position: int, epoch: str, frontier: int) -> tuple[Ticket, str]:
         ticket = Ticket(
@@ -83,19 +87,21 @@ class TicketSigner:
         return ticket, token
 
     def read_ticket(self, token: str, epoch: str | None = None) -> Ticket:
-        payload, signed_at = self._load(self._tickets, "ticket", token, self.ticket_ttl_s)
-        try:
-            room, position, ticket_id, ticket_epoch, frontier = payload
-            ticket = Ticket(
-                str(room),
-                int(position),
-                signed_at,
-                str(ticket_id),
-                str(ticket_epoch),
-                int(frontier),
-            )
-        except (TypeError, ValueError) as exc:
-            raise TicketRejected("ticket", "garbled", "unexpected payload") from exc
+        hit = self._tickets_seen.get(token)
+        if hit is not None:
+            # The common case, every poll of a waiting student: judged inline.
+            ticket, signed_at, _ = hit
+            if (
+                ticket is not None
+                and -CLOCK_SKEW_S <= time.time() - signed_at <= self.ticket_ttl_s
+                and ticket.room == self.room
+                and (epoch is None or ticket.epoch == epoch)
+            ):
+                return ticket
+        # Anything else is judged in order, to give the right reason.
+        ticket = self._load(
+            self._tickets, "ticket", token, self.ticket_ttl_s, self._tickets_seen, _ticket
+        )
         self._check_room("ticket", ticket.room, ticket.epoch, epoch)
         return ticket
 
@@ -105,24 +111,25 @@ class TicketSigner:
 
     def read_pass(self, token: str) -> Pass:
         # A pass outlives a Redis reset: it proves admission, whatever the epoch now.
-        payload, signed_at = self._load(self._passes, "pass", token, self.pass_ttl())
-        try:
-            room, pass_id, epoch = payload
-            admission = Pass(str(room), str(pass_id), str(epoch), signed_at)
-        except (TypeError, ValueError) as exc:
-            raise TicketRejected("pass", "garbled", "unexpected payload") from exc
+        admission = self._load(
+            self._passes, "pass", token, self.pass_ttl(), self._passes_seen, _pass
+        )
         self._check_room("pass", admission.room, admission.epoch, None)
         return admission
 
     def _load(
-        self, serializer: URLSafeTimedSerializer, kind: str, token: str, ttl_s: int
-    ) -> tuple[Any, int]:
-        # The salt is part of the key: one kind's token never verifies as the other.
-        cache_key = kind + token
-        hit = self._verified.get(cache_key)
-        if hit is not None:
-            payload, signed_at = hit
-        else:
+        self,
+        serializer: URLSafeTimedSerializer,
+        kind: str,
+        token: str,
+        ttl_s: int,
+        seen: dict[str, tuple[_T | None, int, Any]],
+        parse: Callable[[Any, int], _T],
+    ) -> _T:
+        # Each kind has its own salt, so its own key: one kind's token never verifies
+        # as the other.
+        hit = seen.get(token)
+        if hit is None:
             try:
                 payload, signed = serializer.loads(token, return_timestamp=True)
             except BadSignature as exc:
@@ -132,18 +139,38 @@ class TicketSigner:
             except BadData as exc:
                 raise TicketRejected(kind, "garbled") from exc
             signed_at = int(signed.timestamp())
-            if len(self._verified) >= VERIFIED_CACHE_SIZE:
-                self._verified.clear()
-            self._verified[cache_key] = (payload, signed_at)
+            try:
+                parsed: _T | None = parse(payload, signed_at)
+            except Exception:
+                parsed = None  # parsed again below, after expiry, to judge it
+            if len(seen) >= VERIFIED_CACHE_SIZE:
+                seen.clear()
+            hit = seen[token] = (parsed, signed_at, payload)
+        parsed, signed_at, payload = hit
         age = time.time() - signed_at
         if age < -CLOCK_SKEW_S:
             raise TicketRejected(kind, "tampered", "signed in the future")
         if age > ttl_s:
             raise TicketRejected(kind, "expired", f"{int(age)} s old, lifetime {ttl_s} s")
-        return payload, signed_at
+        if parsed is None:
+            try:
+                parsed = parse(payload, signed_at)
+            except (TypeError, ValueError) as exc:
+                raise TicketRejected(kind, "garbled", "unexpected payload") from exc
+        return parsed
 
     def _check_room(self, kind: str, room: str, epoch: str, current: str | None) -> None:
         if room != self.room:
             raise TicketRejected(kind, "foreign", f"for room {room!r}")
         if current is not None and epoch != current:
             raise TicketRejected(kind, "foreign", f"from line {epoch!r}, now {current!r}")
+
+
+def _ticket(payload: Any, signed_at: int) -> Ticket:
+    room, position, ticket_id, epoch, frontier = payload
+    return Ticket(str(room), int(position), signed_at, str(ticket_id), str(epoch), int(frontier))
+
+
+def _pass(payload: Any, signed_at: int) -> Pass:
+    room, pass_id, epoch = payload
+    return Pass(str(room), str(pass_id), str(epoch), signed_at)

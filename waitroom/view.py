@@ -49,6 +49,33 @@ class Estimate:
         return (self.low_s + self.high_s) // 2
 
 
+@dataclass(frozen=True, slots=True)
+class StatusBasis:
+    """What a waiting student's status check needs of the view, worked out once per
+    refresh (and again when the view's health changes), so that the check itself
+    only compares their place with it (``waitroom.standing.status_reply``).
+    """
+
+    state: RoomState
+    healthy: bool
+    frontier: int
+    # People per second the line moves at now (0 while paused): the estimate's rate.
+    rate: float
+    # The rate poll intervals are judged by: never 0 (``RoomView.poll_interval``).
+    poll_rate: float
+    refresh_interval_s: float
+    pacer_tick_s: float
+    # Positions above release_base need ``place_of`` when a release is scheduled.
+    release_at_ms: int | None
+    release_base: int
+    # The pass-through mode (or a negative frontier, which no script makes):
+    # ``standing`` answers those itself.
+    irregular: bool
+    # The end of a status answer's JSON, the same for every ticket until the next
+    # refresh: ``,"paused":…,"reconnecting":…,"updated_at":…}``.
+    json_tail: bytes
+
+
 class RoomView:
     def __init__(self, queue: Queue, settings: Settings) -> None:
         self.queue = queue
@@ -63,6 +90,7 @@ class RoomView:
         self.state_body = b"{}"
         self.state_etag = '"0"'
         self._outage_logged = False
+        self._basis: StatusBasis | None = None
 
     # -- refreshing -------------------------------------------------------------
 
@@ -145,6 +173,7 @@ class RoomView:
         while self._samples and now - self._samples[0][0] > RATE_WINDOW_S:
             self._samples.popleft()
         self._rate = self._measure_rate()
+        self._basis = None
         self._render_public_state()
 
     async def run(self) -> None:
@@ -195,7 +224,10 @@ class RoomView:
         return capacity
 
     def estimate(self, position: int) -> Estimate | None:
-        """Wait estimate for ``position``; None while admission is paused."""
+        """Wait estimate for ``position``; None while admission is paused.
+
+        ``standing.status_reply`` works the same out from the ``StatusBasis``.
+        """
         frontier = self.state.frontier if self.state else 0
         ahead = max(0, position - frontier - 1)
         rate = self.admission_rate()
@@ -213,10 +245,49 @@ class RoomView:
 
         Far from the front: rarely (up to a minute); near it: every couple of
         seconds, so nobody loses time at the front while the crowd's polls stay few.
+        ``standing.status_reply`` works the same out from the ``StatusBasis``.
         """
         rate = self.admission_rate() or self.capacity_rate()
         seconds_to_front = ahead / max(rate, 0.001)
         return min(60.0, max(2.0, seconds_to_front / 4))
+
+    def status_basis(self) -> StatusBasis | None:
+        """This refresh's basis for status checks; None while the state is unknown.
+
+        Built on first use after a refresh, and again whenever ``state`` or
+        ``healthy`` no longer match it, whoever changed them.
+        """
+        basis = self._basis
+        if basis is None or basis.state is not self.state or basis.healthy != self.healthy:
+            basis = self._basis = self._make_basis()
+        return basis
+
+    def _make_basis(self) -> StatusBasis | None:
+        s = self.state
+        if s is None:
+            return None
+        # The same numbers as ``estimate`` and ``poll_interval`` and ``standing``.
+        rate = self.admission_rate()
+        paused = s.held
+        stale = not self.healthy
+        tail = b',"paused":%s,"reconnecting":%s,"updated_at":%d}' % (
+            b"true" if paused else b"false",
+            b"true" if stale else b"false",
+            int(self.updated_at),
+        )
+        return StatusBasis(
+            state=s,
+            healthy=self.healthy,
+            frontier=s.frontier,
+            rate=rate,
+            poll_rate=max(rate or self.capacity_rate(), 0.001),
+            refresh_interval_s=self.settings.refresh_interval_s,
+            pacer_tick_s=self.settings.pacer_tick_s,
+            release_at_ms=s.release_at_ms,
+            release_base=s.release_base,
+            irregular=s.mode == "pass-through" or s.frontier < 0,
+            json_tail=tail,
+        )
 
     # -- public state -----------------------------------------------------------
 
