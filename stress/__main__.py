@@ -11,6 +11,7 @@ Scenarios (``python -m stress SCENARIO --help`` for each one's options):
   door      what one gateway worker takes: first visits, joins, queue-state polls
   gateway   the gateway benchmark (python -m stress.gateway_bench)
   lookup    the lookup backend benchmark (python -m stress.lookup_bench)
+  soak      steady arrivals for a long time (python -m stress.soak)
 
 Reports go to stress/reports/<scenario>-<date>/ (Markdown, JSON, PNG plots).
 """
@@ -28,7 +29,11 @@ SCENARIOS = {
     "baseline": "stress.baseline",
     "door": "stress.door",
 }
-BENCHES = {"gateway": "stress.gateway_bench", "lookup": "stress.lookup_bench"}
+BENCHES = {
+    "gateway": "stress.gateway_bench",
+    "lookup": "stress.lookup_bench",
+    "soak": "stress.soak",
+}
 
 
 def main(argv: list[str] | None = None) -> int:
