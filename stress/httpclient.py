@@ -85,16 +85,17 @@ class Browser:
         raw = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + body
         try:
             async with asyncio.timeout(self.timeout_s):
-                if self._writer is None:
-                    try:
-                        self._reader, self._writer = await asyncio.open_connection(
-                            self.host, self.port
-                        )
-                    except OSError as exc:
-                        raise HttpError(f"connect: {type(exc).__name__}") from exc
-                assert self._reader is not None
-                self._writer.write(raw)
-                response = await self._read(self._reader)
+                reused = self._writer is not None
+                try:
+                    response = await self._exchange(raw)
+                except (ConnectionResetError, BrokenPipeError, asyncio.IncompleteReadError) as exc:
+                    answered = isinstance(exc, asyncio.IncompleteReadError) and exc.partial
+                    if not reused or answered:
+                        raise
+                    # The server closed a connection that sat idle past its keep-alive
+                    # timeout; a browser sends the request again on a new one.
+                    self.close()
+                    response = await self._exchange(raw)
         except TimeoutError:
             self.close()
             raise HttpError("timeout") from None
@@ -108,6 +109,16 @@ class Browser:
         if response.header("connection").lower() == "close":
             self.close()
         return response
+
+    async def _exchange(self, raw: bytes) -> Response:
+        if self._writer is None:
+            try:
+                self._reader, self._writer = await asyncio.open_connection(self.host, self.port)
+            except OSError as exc:
+                raise HttpError(f"connect: {type(exc).__name__}") from exc
+        assert self._reader is not None
+        self._writer.write(raw)
+        return await self._read(self._reader)
 
     async def _read(self, reader: asyncio.StreamReader) -> Response:
         head = await reader.readuntil(b"\r\n\r\n")

@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+
 import redis
 import redis.asyncio as aioredis
+from hypercorn.asyncio import serve
+from hypercorn.config import Config
 
-from stress import analysis, arrivals, simulate
+from stress import analysis, arrivals, plain_app, simulate
 from stress.baseline import parse_wrk
+from stress.httpclient import Browser, HttpError
 from stress.record import Recorder, Student
 from stress.stack import free_port
 from stress.student import Behaviour, Journey, Target
@@ -141,3 +147,28 @@ async def test_a_student_who_keeps_failing_gives_up_after_their_patience() -> No
     assert st.outcome == "gave-up" and st.result_at is None
     assert st.failures == st.requests >= 5
     assert rec.errors == {"GET / connect: ConnectionRefusedError": st.failures}
+
+
+async def test_a_student_resends_on_a_connection_the_server_closed_while_idle() -> None:
+    config = Config()
+    port = free_port()
+    config.bind = [f"127.0.0.1:{port}"]
+    config.keep_alive_timeout = 0.3
+    config.accesslog = config.errorlog = None
+    stop = asyncio.Event()
+    task = asyncio.create_task(serve(plain_app.app, config, shutdown_trigger=stop.wait))  # type: ignore[arg-type]
+    try:
+        browser = Browser("127.0.0.1", port, timeout_s=5.0)
+        for _ in range(100):
+            with contextlib.suppress(HttpError):
+                first = await browser.request("GET", "/")
+                break
+            await asyncio.sleep(0.02)
+        assert first.status == 200
+        await asyncio.sleep(1.0)  # the server drops the idle connection meanwhile
+        again = await browser.request("GET", "/")  # as a browser: resent, no error
+        assert again.status == 200 and again.body == plain_app.BODY
+        browser.close()
+    finally:
+        stop.set()
+        await task
