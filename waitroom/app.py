@@ -20,7 +20,7 @@ import time
 from collections.abc import AsyncIterator
 from typing import Any
 
-from quart import Quart, Response, render_template, request
+from quart import Quart, Response, current_app, request
 from werkzeug.exceptions import HTTPException
 
 from waitroom.admin import admin_blueprint
@@ -34,9 +34,10 @@ from waitroom.fastpath import (
     FastPath,
     wants_json,
 )
-from waitroom.i18n import LANGUAGE_NAMES, LANGUAGES, MESSAGES, pick_language
+from waitroom.i18n import LANGUAGES, pick_language
 from waitroom.limits import LookupVerdict
 from waitroom.metrics import CONTENT_TYPE_LATEST, render_metrics
+from waitroom.pages import clock, iso
 from waitroom.services import Services
 from waitroom.standing import Standing, standing
 from waitroom.tickets import PASS_COOKIE, TICKET_COOKIE, Ticket, TicketRejected
@@ -85,23 +86,14 @@ def create_app(settings: Settings | None = None) -> Quart:
             await services.forwarder.close()
             await services.redis.aclose()
 
-    app.add_template_filter(_clock, "clock")
-    app.add_template_filter(_iso, "iso")
+    app.add_template_filter(clock, "clock")
+    app.add_template_filter(iso, "iso")
 
     app.register_blueprint(admin_blueprint(services))
 
     @app.context_processor
     def template_globals() -> dict[str, Any]:
-        lang = _language()
-        state = services.view.state
-        return {
-            "banner": state.banner_text(lang) if state else "",
-            "lang": lang,
-            "t": MESSAGES[lang],
-            "other_lang": next(code for code in LANGUAGES if code != lang),
-            "language_names": LANGUAGE_NAMES,
-            "asset": services.assets.url,
-        }
+        return services.pages.globals_for(_language())
 
     @app.after_request
     async def headers(response: Response) -> Response:
@@ -377,14 +369,14 @@ async def _waiting(
             body["notice"] = notice
         return _json(body, 200 if now.ready else 202, headers)
     if now.prequeue:
-        html = await render_template(
+        html = _render(
             "prequeue.html", standing=now, ticket=ticket, notice=notice, countdown=_countdown(now)
         )
         status = services.settings.waiting_status
         return Response(html, status=status, headers=headers, content_type="text/html")
     span = max(1, now.position - ticket.joined_frontier)
     done = min(span, max(0, span - now.ahead - 1)) if not now.ready else span
-    html = await render_template(
+    html = _render(
         "progress.html",
         standing=now,
         ticket=ticket,
@@ -401,21 +393,15 @@ async def _waiting(
 # -- helpers ---------------------------------------------------------------------
 
 
-def _clock(timestamp: float) -> str:
-    """A time as the server tells it, zone included (the page's script shows it
-    in the reader's zone)."""
-    return time.strftime("%H:%M:%S %Z", time.localtime(timestamp)) if timestamp else "–"
-
-
-def _iso(timestamp: float) -> str:
-    """A machine-readable time for a ``<time datetime>`` attribute."""
-    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(timestamp)) if timestamp else ""
-
-
 def _countdown(now: Standing) -> str:
     left = max(0, int((now.release_at_ms or 0) / 1000 - time.time()))
     hours, rest = divmod(left, 3600)
     return (f"{hours}:{rest // 60:02d}" if hours else f"{rest // 60}") + f":{rest % 60:02d}"
+
+
+def _render(name: str, **context: Any) -> str:
+    services: Services = current_app.extensions["waitroom"]
+    return services.pages.render(name, _language(), **context)
 
 
 def _language() -> str:
@@ -471,7 +457,7 @@ async def _message_page(
     action: str | None = None,
     fmt: dict[str, Any] | None = None,
 ) -> Response:
-    html = await render_template(
+    html = _render(
         "message.html",
         title_key=title,
         message_key=message,

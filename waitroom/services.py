@@ -13,6 +13,7 @@ from waitroom.forward import Forwarder
 from waitroom.governor import Governor
 from waitroom.limits import Limits
 from waitroom.pacer import Pacer
+from waitroom.pages import Pages
 from waitroom.queue import Queue, connect
 from waitroom.telemetry import BackendStats, Sampler
 from waitroom.tickets import TicketSigner
@@ -31,6 +32,7 @@ class Services:
     forwarder: Forwarder
     stats: BackendStats
     auth: AdminAuth
+    pages: Pages
     limits: Limits
 
     @classmethod
@@ -39,6 +41,7 @@ class Services:
         queue = Queue(client, settings)
         view = RoomView(queue, settings)
         stats = BackendStats()
+        assets = Assets(settings.static_dir or None)
         return cls(
             settings=settings,
             redis=client,
@@ -48,9 +51,10 @@ class Services:
                 queue, view, settings, Sampler(client, queue.keys), Governor(queue, settings)
             ),
             signer=TicketSigner(settings, pass_ttl=view.pass_ttl_s),
-            assets=Assets(settings.static_dir or None),
+            assets=assets,
             forwarder=Forwarder(settings, stats),
             stats=stats,
             auth=AdminAuth(client, queue.keys, settings.secret_keys, settings.admin_session_ttl_s),
+            pages=Pages(assets, view),
             limits=Limits(client, settings, view),
         )
