@@ -62,8 +62,6 @@ def create_app(settings: Settings | None = None) -> Quart:
         services.assets,
         services.forwarder,
         services.limits,
-        services.stats,
-        settings.door_max_pending,
     )
 
     @app.while_serving  # type: ignore[type-var]

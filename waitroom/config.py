@@ -89,9 +89,6 @@ class Settings:
     backend_p95_target_ms: float = 1000.0
     backend_error_target: float = 0.05
     noshow_compensation: bool = True
-    # New arrivals beyond this many requests in progress in a worker's Quart layer
-    # get a calm "retrying in a few seconds" page at once (0: never turn away).
-    door_max_pending: int = 500
     # The admin page's password, as `waitroom hash-password` prints it; empty
     # turns the admin page off (demo mode makes a random password instead).
     admin_password_hash: str = field(default="", repr=False)
@@ -231,12 +228,6 @@ def _check(s: Settings) -> None:
         "backend_url",
         s.backend_url,
         "must be an http:// URL (the gateway-to-backend hop is a private link)",
-    )
-    need(
-        s.door_max_pending >= 0,
-        "door_max_pending",
-        s.door_max_pending,
-        "must be >= 0 (0 never turns arrivals away)",
     )
     need(
         s.backend_p95_target_ms >= 0,

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import logging
-import random
 from collections.abc import Iterable
 
 from waitroom.assets import IMMUTABLE, Assets
@@ -22,7 +21,6 @@ from waitroom.forward import Forwarder
 from waitroom.limits import Limits
 from waitroom.rawasgi import ASGIApp, ClientGone, Message, Receive, Scope, Send, read_body
 from waitroom.standing import standing, status_reply
-from waitroom.telemetry import BackendStats
 from waitroom.tickets import PASS_COOKIE, TICKET_COOKIE, TicketRejected, TicketSigner
 from waitroom.view import RoomView
 
@@ -55,15 +53,6 @@ _CALM_503 = (
     b'<meta http-equiv="refresh" content="5"><title>Please wait</title>'
     b"<p>Please wait: this page retries by itself in a few seconds. "
     b"Your place in line is kept.</p></html>"
-)
-_DOOR_503 = (
-    '<!doctype html><html lang="en"><meta charset="utf-8">'
-    '<meta name="viewport" content="width=device-width, initial-scale=1">'
-    '<meta http-equiv="refresh" content="{s}"><title>Please wait</title>'
-    "<p>So many people are arriving right now that we could not give you a place in "
-    "line yet. This page tries again by itself in {s} seconds; please keep it open.</p>"
-    '<p lang="hi">इस समय बहुत से लोग आ रहे हैं, इसलिए अभी आपको कतार में स्थान नहीं दिया '
-    "जा सका। यह पेज {s} सेकंड में अपने आप दोबारा कोशिश करेगा; कृपया इसे खुला रखें।</p></html>"
 )
 # Short enough that a CDN's copy lags the frontier by about one refresh.
 _STATE_CACHE = b"public, max-age=1, stale-while-revalidate=2"
@@ -112,17 +101,9 @@ class FastPath:
         assets: Assets,
         forwarder: Forwarder,
         limits: Limits | None = None,
-        stats: BackendStats | None = None,
-        door_max_pending: int = 0,
     ) -> None:
         self.app = app
         self.limits = limits
-        self.stats = stats
-        # Requests handed to Quart and not yet answered. Past the limit, new
-        # arrivals are turned away at once with a calm page that retries, rather
-        # than queued until their browser gives up (0: never).
-        self.door_max_pending = door_max_pending
-        self.pending = 0
         self.view = view
         self.signer = signer
         self.assets = assets
@@ -149,16 +130,7 @@ class FastPath:
         except Exception:
             await _failed(scope, send, started)
             return
-        if self.door_max_pending and self.pending >= self.door_max_pending and _arrival(scope):
-            if self.stats is not None:
-                self.stats.count("shed:door")
-            await _turn_away(scope, send)
-            return
-        self.pending += 1
-        try:
-            await self.app(scope, receive, send)
-        finally:
-            self.pending -= 1
+        await self.app(scope, receive, send)
 
     async def _handle(self, scope: Scope, receive: Receive, send: Send) -> bool:
         """Answer the request here; False when Quart should (nothing was sent)."""
@@ -345,26 +317,6 @@ async def _respond(
         ]
     await send({"type": "http.response.start", "status": status, "headers": all_headers})
     await send({"type": "http.response.body", "body": b"" if scope["method"] == "HEAD" else body})
-
-
-def _arrival(scope: Scope) -> bool:
-    """A first visit: ``GET /`` without a ticket or a pass (the work of a join)."""
-    if scope["method"] != "GET" or scope["path"] != "/":
-        return False
-    headers = scope["headers"]
-    return cookie(headers, _TICKET) is None and cookie(headers, _PASS) is None
-
-
-async def _turn_away(scope: Scope, send: Send) -> None:
-    # Spread the crowd's retries over 5-15 s, so they do not come back together.
-    wait = random.randint(5, 15)
-    retry = [(b"retry-after", str(wait).encode()), (b"cache-control", _NO_STORE)]
-    if wants_json(scope["headers"]):
-        body = b'{"state":"unavailable","retry_after_s":%d}' % wait
-        await _respond(scope, send, 503, body, _JSON, retry)
-    else:
-        page = _DOOR_503.format(s=wait).encode()
-        await _respond(scope, send, 503, page, b"text/html; charset=utf-8", retry)
 
 
 def _replay(body: bytes, receive: Receive) -> Receive:

@@ -75,7 +75,6 @@ class _RoomCollector:
         yield from self._labelled("rejected:", "waitroom_cookies_rejected", ("cookie", "reason"))
         yield from self._labelled("store_error:", "waitroom_store_errors", ("operation",))
         yield from self._labelled("limited:", "waitroom_limited", ("limit",))
-        yield from self._labelled("shed:", "waitroom_turned_away", ("where",))
 
     def _backend(self) -> Iterator[Metric]:
         c = self.counters
