@@ -48,8 +48,10 @@ def test_import_of_a_missing_file_is_a_clean_error(
 
 @pytest.mark.parametrize("server", ["hypercorn", "granian"])
 def test_serve_runs_workers_and_checks_admission(tmp_path: Path, server: str) -> None:
+    import contextlib
     import json
     import os
+    import signal
     import subprocess
     import sys
     import time
@@ -79,7 +81,14 @@ def test_serve_runs_workers_and_checks_admission(tmp_path: Path, server: str) ->
         "--workers",
         "2",
     ]
-    process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    # Its own process group: whatever happens, its workers are stopped with it.
+    process = subprocess.Popen(
+        command,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        start_new_session=True,
+    )
     sheet = sample.candidate(sample.DEFAULT_SEED, 7)
     body = json.dumps({"roll": sheet.roll, "dob": sheet.dob.isoformat()}).encode()
     url = f"http://127.0.0.1:{port}/api/result"
@@ -105,5 +114,9 @@ def test_serve_runs_workers_and_checks_admission(tmp_path: Path, server: str) ->
             assert json.loads(answer.read())["name"] == sheet.name
     finally:
         process.terminate()
-        _, stderr = process.communicate(timeout=20)
+        try:
+            _, stderr = process.communicate(timeout=20)
+        finally:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGKILL)
     assert b"Traceback" not in stderr
