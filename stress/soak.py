@@ -38,13 +38,12 @@ import aiohttp
 import redis
 
 from lookup import sample
-from lookup.importer import import_csv
+from stress.stack import free_port, sample_db
 from waitroom.embedded_redis import EmbeddedRedis
 from waitroom.processes import die_with_parent
 
 ROOT = Path(__file__).resolve().parent
 REPORTS = ROOT / "reports"
-CACHE = ROOT / ".cache"
 STUDENTS_IN_DB = 20_000
 # Growth between the second and the last quarter of the run that still counts as
 # flat: noise of a live process (allocator, caches) is a few per cent.
@@ -61,26 +60,6 @@ class Tally:
     status_5xx: int = 0
     busy_503: int = 0
     samples: list[dict[str, Any]] = field(default_factory=list)
-
-
-def _db() -> Path:
-    CACHE.mkdir(parents=True, exist_ok=True)
-    db = CACHE / f"soak-results-{STUDENTS_IN_DB}.sqlite3"
-    if not db.exists():
-        csv_path = CACHE / f"soak-sample-{STUDENTS_IN_DB}.csv"
-        sample.write_csv(csv_path, STUDENTS_IN_DB)
-        import_csv(csv_path, db)
-        csv_path.unlink()
-    return db
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
 
 
 def _spawn(args: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
@@ -172,12 +151,12 @@ def _count(status: int, tally: Tally) -> None:
 
 
 async def soak(args: argparse.Namespace) -> dict[str, Any]:
-    db = _db()
+    db = sample_db(STUDENTS_IN_DB)
     tally = Tally()
     rng = random.Random(args.seed)
     with tempfile.TemporaryDirectory(prefix="waitroom-soak-") as tmp, EmbeddedRedis() as store:
         logs = Path(tmp)
-        backend_port, port = _free_port(), _free_port()
+        backend_port, port = free_port(), free_port()
         env = {
             **os.environ,
             "WAITROOM_MODE": "test",

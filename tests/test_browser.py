@@ -11,17 +11,15 @@ import asyncio
 import contextlib
 import re
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from datetime import datetime
-from pathlib import Path
 from typing import Any
 
 import pytest
 import redis.asyncio as aioredis
 from playwright.async_api import Page, expect
 
-from lookup import importer, sample
-from lookup.app import create_app as create_backend
+from lookup import sample
 from tests.browser_support import (
     ADMIN_PASSWORD,
     PageErrors,
@@ -41,35 +39,17 @@ from tests.browser_support import (
     wait_for_state,
     wait_for_tile,
 )
-from tests.gateway_support import BACKEND_KEYS, make_settings
+from tests.e2e import GatewayFactory
+from tests.gateway_support import make_settings
 from tests.servers import Server, serving
 from waitroom.app import create_app
 from waitroom.keys import RoomKeys
 
-STUDENTS = 40
-
-GatewayFactory = Callable[..., contextlib.AbstractAsyncContextManager[Server]]
-
-
-@pytest.fixture(scope="session")
-def browser_results_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    folder = tmp_path_factory.mktemp("browser-results")
-    csv_path = folder / "sample.csv"
-    sample.write_csv(csv_path, STUDENTS)
-    db = folder / "results.sqlite3"
-    importer.import_csv(csv_path, db)
-    return db
-
-
-@pytest.fixture
-async def backend(browser_results_db: Path) -> AsyncIterator[Server]:
-    async with serving(create_backend(browser_results_db, admission_keys=BACKEND_KEYS)) as server:
-        yield server
-
 
 @pytest.fixture
 def gateway(redis_url: str, backend: Server, redis_sync: Any) -> GatewayFactory:
-    """Start a gateway with the admin page on (password: ADMIN_PASSWORD)."""
+    """The end-to-end gateway (``tests.e2e``), with the admin page on (password:
+    ADMIN_PASSWORD) and started only once it publishes a state."""
 
     @contextlib.asynccontextmanager
     async def start(**overrides: Any) -> AsyncIterator[Server]:
