@@ -19,7 +19,6 @@ import os
 import re
 import resource
 import shutil
-import signal
 import subprocess
 import sys
 import time
@@ -30,6 +29,7 @@ from typing import Any
 from stress import report
 from stress.loadgen import Request, http_request, run_in_process
 from stress.stack import HOST, free_port
+from waitroom.processes import stop_group
 
 SERVER_CORE, LOADER_CORE = 0, 1
 SATURATED = 0.9
@@ -114,21 +114,8 @@ def _start(app: str, server: str, workers: int, port: int) -> subprocess.Popen[b
             if answer.status == 200:
                 return proc
         time.sleep(0.1)
-    _stop(proc)
+    stop_group(proc)
     raise RuntimeError(f"{app} on {server} did not answer within 30 s")
-
-
-def _stop(proc: subprocess.Popen[bytes]) -> None:
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(proc.pid, signal.SIGTERM)
-    try:
-        proc.wait(10)
-    except subprocess.TimeoutExpired:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(proc.pid, signal.SIGKILL)
 
 
 _WRK_RPS = re.compile(r"Requests/sec:\s+([\d.]+)")
@@ -223,7 +210,7 @@ def measure(
                 rounds[i].append(load(port, args.connections, args.duration))
     finally:
         for _, proc in running:
-            _stop(proc)
+            stop_group(proc)
     results = []
     for (app, server, workers), figures in zip(plan, rounds, strict=True):
         label = f"{'Quart' if app == 'quart' else 'raw ASGI'} on {server}, {workers} worker(s)"

@@ -58,6 +58,7 @@ from stress.loadgen import LoadResult, Request, RequestFactory, http_request, ru
 from stress.plain_app import BODY as PLAIN_BODY
 from waitroom.embedded_redis import EmbeddedRedis
 from waitroom.keys import RoomKeys
+from waitroom.processes import stop_group
 from waitroom.tickets import PASS_COOKIE, TICKET_COOKIE
 
 ROOT = Path(__file__).resolve().parent
@@ -136,17 +137,7 @@ class Processes:
             if proc.pid != pid:
                 continue
             self.running.remove(entry)
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGTERM)
-            try:
-                proc.wait(8)
-            except subprocess.TimeoutExpired:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait()
-            # A worker that outlived its parent would still hold the port and the core.
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGKILL)
+            stop_group(proc, grace_s=8)
 
     def stop_all(self) -> None:
         for _, proc in list(self.running):

@@ -24,7 +24,6 @@ import json
 import os
 import random
 import secrets
-import signal
 import subprocess
 import sys
 import tempfile
@@ -40,7 +39,7 @@ import redis
 from lookup import sample
 from stress.stack import free_port, sample_db
 from waitroom.embedded_redis import EmbeddedRedis
-from waitroom.processes import die_with_parent
+from waitroom.processes import die_with_parent, stop_group
 
 ROOT = Path(__file__).resolve().parent
 REPORTS = ROOT / "reports"
@@ -234,13 +233,7 @@ async def soak(args: argparse.Namespace) -> dict[str, Any]:
             info.close()
         finally:
             for proc in (gateway, backend):
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(proc.pid, signal.SIGTERM)
-            for proc in (gateway, backend):
-                try:
-                    proc.wait(10)
-                except subprocess.TimeoutExpired:
-                    os.killpg(proc.pid, signal.SIGKILL)
+                stop_group(proc)
     return _verdict(args, tally)
 
 

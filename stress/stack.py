@@ -14,7 +14,6 @@ import contextlib
 import math
 import os
 import secrets
-import signal
 import socket
 import subprocess
 import sys
@@ -28,7 +27,7 @@ from lookup import sample
 from lookup.importer import import_csv
 from stress.student import Target
 from waitroom.embedded_redis import EmbeddedRedis
-from waitroom.processes import die_with_parent
+from waitroom.processes import die_with_parent, stop_group
 
 ROOT = Path(__file__).resolve().parent
 CACHE = ROOT / ".cache"
@@ -188,17 +187,7 @@ class Stack:
 
     def close(self) -> None:
         for _, proc in reversed(self._procs):
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGTERM)
-        for _, proc in reversed(self._procs):
-            try:
-                proc.wait(10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-            # A worker that outlived its parent would keep the port and the core.
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGKILL)
+            stop_group(proc)
         self._procs.clear()
         if self._redis is not None:
             self._redis.close()
