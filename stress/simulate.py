@@ -71,16 +71,15 @@ class SimQueue:
         self._init(keys=[k.state, k.config], args=[0, 0, "sim", self.key_ttl, now_ms, ""])
 
     def join_many(self, count: int, now_ms: int) -> list[tuple[int, int, bool]]:
-        """``count`` joins in one round trip: (position, frontier, admitted) each."""
+        """``count`` joins as one block, as a gateway worker coalesces a moment's
+        arrivals (``Queue.join_block``): (position, frontier, admitted) each."""
         k = self.keys
-        pipe = self.client.pipeline(transaction=False)
-        for _ in range(count):
-            self._join(
-                keys=[k.state, k.active, k.config],
-                args=[self.settings.max_active, self.active_ms, self.key_ttl, now_ms],
-                client=pipe,
-            )
-        return [(int(r[0]), int(r[1]), bool(r[2])) for r in pipe.execute()]
+        reply = self._join(
+            keys=[k.state, k.active, k.config],
+            args=[self.settings.max_active, self.active_ms, self.key_ttl, now_ms, count, 0, 0, 0],
+        )
+        frontier = int(reply[0])
+        return [(int(p), frontier, int(p) <= frontier) for p in reply[2:]]
 
     def tick(self, now_ms: int) -> tuple[int, int, int]:
         """One pacer tick: (frontier, seq, advanced)."""
@@ -102,12 +101,10 @@ class SimQueue:
 
     def spend_many(self, count: int) -> None:
         """What ``Queue.spend`` does for each student who comes back for a pass."""
-        pipe = self.client.pipeline(transaction=False)
         ttl = self.settings.ticket_ttl_s
-        for _ in range(count):
-            spent = self.keys.spent(secrets.token_urlsafe(9))
-            self._spend(keys=[spent, self.keys.state], args=[ttl], client=pipe)
-        pipe.execute()
+        spent = [self.keys.spent(secrets.token_urlsafe(9)) for _ in range(count)]
+        if spent:
+            self._spend(keys=[self.keys.state, *spent], args=[ttl])
 
     def used_memory(self) -> int:
         return int(self.client.info("memory")["used_memory"])

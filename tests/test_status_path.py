@@ -2,7 +2,7 @@
 
 A waiting student's ``GET /status`` is answered from the view's per-refresh
 ``StatusBasis`` with a JSON template (``standing.status_reply``), the ticket cookie
-found without splitting the header (``fastpath.cookie``) and the ticket remembered
+found without splitting the header (``lean.cookie_values``) and the ticket remembered
 once verified (``TicketSigner.read_ticket``). Each must give exactly what the
 general code gives: ``standing`` + ``json.dumps``, splitting the cookie header, and
 judging every ticket in full.
@@ -24,9 +24,11 @@ from hypothesis import strategies as st
 
 from tests import e2e
 from tests.gateway_support import TEST_KEYS, make_settings
-from waitroom import fastpath
+from waitroom import door as door_module
 from waitroom import standing as standing_module
-from waitroom.fastpath import FastPath, cookie
+from waitroom.door import Door
+from waitroom.lean import Lean, cookie, cookie_values
+from waitroom.responses import CookiePolicy
 from waitroom.queue import RoomState
 from waitroom.rawasgi import Message, Scope
 from waitroom.standing import standing, status_reply
@@ -172,23 +174,29 @@ def test_the_basis_follows_the_view() -> None:
 # -- cookie is splitting the header -------------------------------------------------
 
 
-def cookie_by_splitting(headers: Iterable[tuple[bytes, bytes]], name: bytes) -> str | None:
+def all_by_splitting(headers: Iterable[tuple[bytes, bytes]], name: bytes) -> list[str]:
+    found = []
     for key, value in headers:
         if key == b"cookie":
             for part in value.split(b";"):
                 cname, _, cvalue = part.strip().partition(b"=")
                 if cname == name:
-                    return cvalue.decode("latin-1")
-    return None
+                    found.append(cvalue.decode("latin-1"))
+    return found
+
+
+def cookie_by_splitting(headers: Iterable[tuple[bytes, bytes]], name: bytes) -> str | None:
+    found = all_by_splitting(headers, name)
+    return found[0] if found else None
 
 
 NAME = TICKET_COOKIE.encode()
 pieces = st.sampled_from(
     [b"wr_ticket", b"wr_ticket=", b"=", b";", b" ", b"\t", b"\x0b", b"a", b"x_wr_ticket", b"wr"]
 )
-cookie_values = st.lists(pieces | st.binary(max_size=6), max_size=12).map(b"".join)
+cookie_texts = st.lists(pieces | st.binary(max_size=6), max_size=12).map(b"".join)
 header_lists = st.lists(
-    st.tuples(st.sampled_from([b"cookie", b"accept", b"cookies"]), cookie_values), max_size=4
+    st.tuples(st.sampled_from([b"cookie", b"accept", b"cookies"]), cookie_texts), max_size=4
 )
 
 
@@ -201,6 +209,15 @@ header_lists = st.lists(
 def test_cookie_finds_what_splitting_finds(headers: list[tuple[bytes, bytes]]) -> None:
     assert cookie(headers, NAME) == cookie_by_splitting(headers, NAME)
     assert cookie(headers, b"a") == cookie_by_splitting(headers, b"a")
+
+
+@settings(max_examples=1000, deadline=None)
+@given(headers=header_lists, limit=st.integers(1, 5))
+@example(headers=[(b"cookie", b"wr_ticket=junk; wr_ticket=good")], limit=4)
+def test_cookie_values_are_what_splitting_finds_up_to_the_limit(
+    headers: list[tuple[bytes, bytes]], limit: int
+) -> None:
+    assert cookie_values(headers, NAME, limit) == all_by_splitting(headers, NAME)[:limit]
 
 
 # -- a remembered ticket is judged on every use -------------------------------------
@@ -279,9 +296,26 @@ def status_scope(token: str | None, method: str = "GET") -> Scope:
     return {"type": "http", "method": method, "path": "/status", "headers": headers}
 
 
-def lean(view: RoomView, signer: TicketSigner) -> tuple[FastPath, Recorder]:
+def door_for(view: RoomView, signer: TicketSigner) -> Door:
+    # No Redis here: the status check never asks it (a join would fail loudly).
+    none = cast(Any, None)
+    return Door(view, signer, none, none, none, join_limit=0)
+
+
+def lean(view: RoomView, signer: TicketSigner) -> tuple[Lean, Recorder]:
     recorder = Recorder()
-    layer = FastPath(recorder.app, view, signer, cast(Any, None), cast(Any, None))
+    none = cast(Any, None)
+    layer = Lean(
+        recorder.app,
+        door_for(view, signer),
+        none,
+        view,
+        none,
+        none,
+        cookies=CookiePolicy(False),
+        body_timeout_s=10.0,
+        pass_ttl_s=lambda: 600,
+    )
     return layer, recorder
 
 
@@ -321,18 +355,20 @@ async def test_the_lean_layer_answers_as_standing_does(
     assert sent == {"type": "http.response.body", "body": b"" if method == "HEAD" else body}
 
 
-async def test_quart_answers_what_the_lean_layer_cannot() -> None:
+def test_the_door_decides_what_the_status_check_cannot() -> None:
     signer = TicketSigner(SETTINGS)
     _, token = signer.issue_ticket(500, EPOCH, 0)
-    for view, cookie_token in [
-        (make_view(None), token),  # no state yet
-        (make_view(room_state()), None),  # no ticket
-        (make_view(room_state()), "garbage"),  # a bad one
-        (make_view(room_state(epoch="new-line")), token),  # an old line's
+    for view, tokens in [
+        (make_view(None), [token]),  # no state yet
+        (make_view(room_state()), []),  # no ticket
+        (make_view(room_state()), ["garbage"]),  # a bad one
+        (make_view(room_state(epoch="new-line")), [token]),  # an old line's
     ]:
-        layer, recorder = lean(view, signer)
-        await layer(status_scope(cookie_token), _receive, recorder.send)
-        assert recorder.quart_calls == 1 and recorder.messages == []
+        assert door_for(view, signer).status(tokens) is None
+    # A garbled copy sent before a valid ticket does not cost the student's place.
+    view = make_view(room_state())
+    reply = door_for(view, signer).status(["garbage", token])
+    assert reply is not None and b'"position":500' in reply[2]
 
 
 async def test_a_failing_status_check_is_answered_calmly(
@@ -345,15 +381,15 @@ async def test_a_failing_status_check_is_answered_calmly(
     def broken(*args: Any) -> None:
         raise RuntimeError("boom")
 
-    monkeypatch.setattr(fastpath, "status_reply", broken)
-    with caplog.at_level(logging.ERROR, logger="waitroom.fastpath"):
+    monkeypatch.setattr(door_module, "status_reply", broken)
+    with caplog.at_level(logging.ERROR, logger="waitroom.lean"):
         await layer(status_scope(token), _receive, recorder.send)
     start, _ = recorder.messages
     assert start["status"] == 503 and (b"retry-after", b"5") in start["headers"]
     assert "lean layer failed on GET /status" in caplog.text
 
     # A send that fails (the client left) is logged, and nothing more is sent.
-    monkeypatch.setattr(fastpath, "status_reply", standing_module.status_reply)
+    monkeypatch.setattr(door_module, "status_reply", standing_module.status_reply)
     sent: list[Message] = []
 
     async def gone(message: Message) -> None:
@@ -361,7 +397,7 @@ async def test_a_failing_status_check_is_answered_calmly(
         raise OSError("client gone")
 
     caplog.clear()
-    with caplog.at_level(logging.ERROR, logger="waitroom.fastpath"):
+    with caplog.at_level(logging.ERROR, logger="waitroom.lean"):
         await layer(status_scope(token), _receive, gone)
     assert [m["type"] for m in sent] == ["http.response.start"]
     assert "lean layer failed" in caplog.text

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from waitroom.errors import ConfigError
+from waitroom.responses import compressible, gzip
 
 IMMUTABLE = b"public, max-age=31536000, immutable"
 
@@ -21,6 +22,8 @@ class Asset:
     body: bytes
     content_type: bytes
     etag: bytes
+    # The body gzipped once at start, when that is worth it (None otherwise).
+    gzipped: bytes | None = None
 
 
 def default_static_dir() -> Path:
@@ -47,7 +50,8 @@ class Assets:
             if ctype.startswith("text/") or ctype.endswith("javascript"):
                 ctype += "; charset=utf-8"
             self.urls[path.name] = f"/static/{hashed}"
-            self.files[hashed] = Asset(body, ctype.encode(), f'"{digest}"'.encode())
+            gzipped = gzip(body) if compressible(ctype.encode(), len(body)) else None
+            self.files[hashed] = Asset(body, ctype.encode(), f'"{digest}"'.encode(), gzipped)
 
     def url(self, name: str) -> str:
         return self.urls[name]

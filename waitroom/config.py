@@ -11,6 +11,7 @@ import dataclasses
 import ipaddress
 import os
 import re
+import zoneinfo
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -106,6 +107,15 @@ class Settings:
     # because a mobile carrier's NAT puts many students behind one IPv4 address.
     join_limit: int = 60
     join_window_s: int = 60
+    # Places one client may hold in a scheduled release's pre-queue (0: only the
+    # join limit). Far below join_limit: the pre-queue is shuffled at the release,
+    # so every extra place is another draw for the front.
+    prequeue_join_limit: int = 4
+    # A request body (a lookup form) must arrive within this: a body that trickles
+    # in a byte at a time would otherwise hold a connection and a slot forever.
+    body_timeout_s: float = 10.0
+    # The board's time zone: the pages' times without JavaScript are shown in it.
+    time_zone: str = "Asia/Kolkata"
     # Proxies whose X-Forwarded-For is believed (IPs or CIDRs); nobody's by default.
     trusted_proxies: tuple[str, ...] = field(default=(), metadata={"parse": _networks})
 
@@ -264,6 +274,22 @@ def _check(s: Settings) -> None:
         "must be 0 (no limit) or more lookups per pass",
     )
     need(s.join_limit >= 0, "join_limit", s.join_limit, "must be 0 (no limit) or more joins")
+    need(
+        s.prequeue_join_limit >= 0,
+        "prequeue_join_limit",
+        s.prequeue_join_limit,
+        "must be 0 (only the join limit) or more places",
+    )
+    need(
+        0 < s.body_timeout_s <= 600,
+        "body_timeout_s",
+        s.body_timeout_s,
+        "must be more than 0 and at most 600 seconds",
+    )
+    try:
+        zoneinfo.ZoneInfo(s.time_zone)
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+        need(False, "time_zone", s.time_zone, "must be an IANA time zone, e.g. Asia/Kolkata")
     need(
         1 <= s.join_window_s <= 3600,
         "join_window_s",

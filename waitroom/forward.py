@@ -5,7 +5,7 @@ the app starts serving and closed when it stops, with connect and read timeouts.
 Every request carries the signed admission header that the backend checks, so the
 backend serves nobody who skipped the line. A backend that is down, slow, or
 answering 5xx becomes ``BackendUnavailable``; the caller shows the "busy, retrying"
-page. Both the lean layer and the Quart routes forward through here.
+page. The lean layer (``waitroom.lean``) forwards through here.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ import asyncio
 import logging
 import os
 import time
+from collections.abc import Iterable
 
 from lookup.admission import HEADER_BYTES as ADMISSION_HEADER
 from lookup.admission import AdmissionSigner
@@ -71,13 +72,23 @@ class Forwarder:
         return None
 
     async def forward(
-        self, method: str, path: str, headers: list[tuple[bytes, bytes]], body: bytes
+        self,
+        method: str,
+        path: str,
+        headers: Iterable[tuple[bytes, bytes]],
+        body: bytes,
+        about: Iterable[tuple[bytes, bytes]] = (),
     ) -> UpstreamResponse:
-        """The backend's answer, with only the headers worth passing back."""
+        """The backend's answer, with only the headers worth passing back.
+
+        ``path`` may carry a query string; ``about`` is what the gateway tells the
+        backend of the student (``waitroom.lean``: language, lookups and time left).
+        """
         upstream = self._upstream
         if upstream is None:
             raise BackendUnavailable(self.url, "gateway is not serving yet")
         out = [(k, v) for k, v in headers if k in FORWARD_REQUEST]
+        out += about
         out.append((ADMISSION_HEADER, self.admission.reusable(self.room, self.worker).encode()))
         started = time.perf_counter()
         try:

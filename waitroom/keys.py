@@ -85,3 +85,8 @@ class RoomKeys:
     def joins(self, client: str) -> str:
         """String: places in line one client took in the current window (PX: the window)."""
         return f"{self._tag}:joins:{client}"
+
+    def prequeue_joins(self, client: str) -> str:
+        """String: places one client holds in a scheduled release's pre-queue (PX: until
+        the release, and a join window more)."""
+        return f"{self._tag}:prequeue:{client}"

@@ -1,7 +1,8 @@
 """Abuse limits: lookups per admission pass, places in line per client.
 
-Both are counters in Redis (``count.lua``: one round trip, atomic, a TTL set at the
-first use), so they hold across workers and gateway nodes:
+Both are counters in Redis with a TTL set at their first use, so they hold across
+workers and gateway nodes; lookups are counted by ``count.lua`` (the uses of many
+passes in one round trip), joins by ``join.lua`` as it hands out the places:
 
 - A pass buys ``pass_max_lookups`` lookups (``POST /result``, ``POST /api/result``)
   within its lifetime. A pass copied to many devices, or used to guess dates of
@@ -27,7 +28,6 @@ from __future__ import annotations
 
 import ipaddress
 import logging
-import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from importlib import resources
@@ -36,6 +36,7 @@ from typing import Any
 import redis.asyncio as aioredis
 import redis.exceptions
 
+from waitroom.coalesce import Coalescer
 from waitroom.config import Settings
 from waitroom.errors import StoreUnavailable
 from waitroom.keys import RoomKeys
@@ -69,16 +70,19 @@ class Limits:
         self.view = view
         source = resources.files("waitroom").joinpath("lua", "count.lua").read_text("utf-8")
         self._count = client.register_script(source)
-        self._join_window_ms = settings.join_window_s * 1000
+        # Lookups of many passes, and give-backs, in one round trip (waitroom.coalesce).
+        self.counts: Coalescer[tuple[str, int], tuple[int, int]] = Coalescer(self._count_many)
         self.trusted = parse_networks(settings.trusted_proxies)
         self._untrusted_xff_logged = False
 
-    async def _hit(self, key: str, window_ms: int, change: int) -> tuple[int, int]:
+    async def _count_many(self, uses: Sequence[tuple[str, int]]) -> list[tuple[int, int]]:
+        keys = [key for key, _ in uses]
+        args = [self._pass_window_ms(), *(change for _, change in uses)]
         try:
-            reply: list[Any] = await self._count(keys=[key], args=[window_ms, change])
+            reply: list[Any] = await self._count(keys=keys, args=args)
         except _ERRORS as exc:
             raise StoreUnavailable("count", f"{type(exc).__name__}: {exc}") from exc
-        return int(reply[0]), int(reply[1])
+        return [(int(reply[i]), int(reply[i + 1])) for i in range(0, len(reply), 2)]
 
     # -- lookups per pass ----------------------------------------------------------
 
@@ -99,7 +103,7 @@ class Limits:
         if limit == 0 or not self.view.healthy:
             return LookupVerdict(True, 0, limit, counted=False)
         try:
-            used, _ = await self._hit(self.keys.lookups(pass_id), self._pass_window_ms(), 1)
+            used, _ = await self.counts.call((self.keys.lookups(pass_id), 1))
         except StoreUnavailable as exc:
             log.warning("waitroom: %s; lookup not counted", exc)
             return LookupVerdict(True, 0, limit, counted=False)
@@ -113,31 +117,15 @@ class Limits:
         if not verdict.counted or not verdict.allowed or status in LOOKED_UP:
             return
         try:
-            await self._hit(self.keys.lookups(pass_id), self._pass_window_ms(), -1)
+            await self.counts.call((self.keys.lookups(pass_id), -1))
         except StoreUnavailable as exc:
             log.warning("waitroom: %s; a failed lookup stays counted", exc)
 
-    # -- joins per client ------------------------------------------------------------
-
-    async def take_join(
-        self, peer: Sequence[Any] | None, headers: Iterable[tuple[bytes, bytes]]
-    ) -> int | None:
-        """Count a new place for this request's client (the ASGI scope's ``client``
-        and ``headers``): None if allowed, else the seconds until its window ends."""
-        limit = self.settings.join_limit
-        if limit == 0:
-            return None
-        client = self.client_of(peer, headers)
-        try:
-            used, ttl_ms = await self._hit(self.keys.joins(client), self._join_window_ms, 1)
-        except StoreUnavailable:
-            # Joining needs Redis too: the join that follows fails and says so calmly.
-            return None
-        if used <= limit:
-            return None
-        return max(1, math.ceil(ttl_ms / 1000))
+    # -- who a client is -------------------------------------------------------------
 
     def client_of(self, peer: Sequence[Any] | None, headers: Iterable[tuple[bytes, bytes]]) -> str:
+        """The key the per-client join limit counts a request's client by (the ASGI
+        scope's ``client`` and ``headers``)."""
         forwarded = [v for k, v in headers if k == _XFF]
         address = client_address(peer[0] if peer else None, forwarded, self.trusted)
         if forwarded and not self._untrusted_xff_logged and not self._trusted_peer(peer):

@@ -1,28 +1,35 @@
-"""The students' pages, rendered without the async machinery.
+"""The students' pages: compiled once, then filled with a request's numbers.
 
-Quart renders templates through Jinja's async mode, which yields once per chunk
-of output: most of the cost of a first visit (a new place in line) in our
-profile. The students' pages need nothing async, so they are rendered by a plain
-Jinja environment of their own, compiled once per worker; the admin pages stay
-with Quart's.
+A refresh of the waiting page is among the crowd's commonest requests, and even a
+plain Jinja render cost it more than the server itself. So each page is rendered
+once per language and variant (the notice, the message) with a marker in place of
+every value that changes per request, split at the markers, and kept as bytes
+(``Compiled``); a request only escapes its few values and joins the pieces.
+Pages that carry a form to resubmit (the rare busy page after a backend fault) are
+rendered in full by the same plain Jinja environment, as are Quart's error pages.
 """
 
 from __future__ import annotations
 
 import time
+import zoneinfo
+from collections.abc import Mapping
+from datetime import datetime
 from typing import Any
 
 from jinja2 import Environment, PackageLoader, select_autoescape
+from markupsafe import escape
 
 from waitroom.assets import Assets
 from waitroom.i18n import LANGUAGE_NAMES, LANGUAGES, MESSAGES
+from waitroom.standing import Standing
+from waitroom.tickets import Ticket
 from waitroom.view import RoomView
 
-
-def clock(timestamp: float) -> str:
-    """A time as the server tells it, zone included (the page's script shows it
-    in the reader's zone)."""
-    return time.strftime("%H:%M:%S %Z", time.localtime(timestamp)) if timestamp else "–"
+# Markers cannot occur in a template or a translation, and autoescaping keeps them.
+_MARK = "\x00"
+# Compiled variants kept per worker: languages x templates x notices x messages.
+_MAX_COMPILED = 512
 
 
 def iso(timestamp: float) -> str:
@@ -30,22 +37,68 @@ def iso(timestamp: float) -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(timestamp)) if timestamp else ""
 
 
+def minutes(low_s: int, high_s: int) -> tuple[int, int]:
+    """An estimate's range in whole minutes, as the page shows it: never "0–…"
+    while someone is ahead (the page says "under a minute" below a minute), and
+    always a range. static/waitroom.js shows the same.
+    """
+    low = max(1, low_s // 60)
+    high = max(low + 1, (high_s + 59) // 60)
+    return low, high
+
+
+class Compiled:
+    """A page as literal pieces and named slots, filled per request."""
+
+    __slots__ = ("parts", "slots")
+
+    def __init__(self, rendered: str) -> None:
+        pieces = rendered.split(_MARK)
+        # Even pieces are literal text, odd ones slot names: "a", "x", "b", ...
+        self.parts = tuple(p.encode() for p in pieces[0::2])
+        self.slots = tuple(pieces[1::2])
+
+    def fill(self, values: Mapping[str, str]) -> bytes:
+        out = [self.parts[0]]
+        for slot, part in zip(self.slots, self.parts[1:], strict=True):
+            out.append(str(escape(values[slot])).encode())
+            out.append(part)
+        return b"".join(out)
+
+
+def _slot(name: str) -> str:
+    return f"{_MARK}{name}{_MARK}"
+
+
 class Pages:
-    def __init__(self, assets: Assets, view: RoomView) -> None:
+    def __init__(self, assets: Assets, view: RoomView, time_zone: str = "Asia/Kolkata") -> None:
         self.assets = assets
         self.view = view
+        self.zone = zoneinfo.ZoneInfo(time_zone)
         self.env = Environment(
             loader=PackageLoader("waitroom", "templates"),
             autoescape=select_autoescape(default=True),
             auto_reload=False,
         )
-        self.env.filters["clock"] = clock
+        self.env.filters["clock"] = self.clock
         self.env.filters["iso"] = iso
+        self._compiled: dict[tuple[str, str, tuple[str, ...], str], Compiled] = {}
+
+    def clock(self, timestamp: float) -> str:
+        """A time in the board's zone, zone named (the page's script shows it in the
+        reader's own zone; without JavaScript this is what they read)."""
+        if not timestamp:
+            return "–"
+        return datetime.fromtimestamp(timestamp, self.zone).strftime("%H:%M:%S %Z")
+
+    # -- rendering ---------------------------------------------------------------------
 
     def globals_for(self, lang: str) -> dict[str, Any]:
         state = self.view.state
+        banner = state.banner_text(lang) if state else ""
         return {
-            "banner": state.banner_text(lang) if state else "",
+            "banner": banner,
+            "banner_hidden": "" if banner else " hidden",
             "lang": lang,
             "t": MESSAGES[lang],
             "other_lang": next(code for code in LANGUAGES if code != lang),
@@ -54,4 +107,149 @@ class Pages:
         }
 
     def render(self, name: str, lang: str, **context: Any) -> str:
+        """A whole page, rendered now (the rare pages, and Quart's)."""
         return self.env.get_template(name).render(**self.globals_for(lang), **context)
+
+    def compiled(self, name: str, lang: str, slots: tuple[str, ...], **fixed: Any) -> Compiled:
+        """``name`` in ``lang`` with ``fixed`` context, every name in ``slots`` (and the
+        banner) left as a slot."""
+        key = (name, lang, slots, repr(sorted(fixed.items())))
+        page = self._compiled.get(key)
+        if page is None:
+            context = {**self.globals_for(lang), **fixed}
+            for slot in (*slots, "banner", "banner_hidden"):
+                context[slot] = _slot(slot)
+            page = Compiled(self.env.get_template(name).render(**context))
+            if len(self._compiled) >= _MAX_COMPILED:
+                self._compiled.clear()
+            self._compiled[key] = page
+        return page
+
+    def _banner(self, lang: str) -> dict[str, str]:
+        state = self.view.state
+        banner = state.banner_text(lang) if state else ""
+        return {"banner": banner, "banner_hidden": "" if banner else " hidden"}
+
+    # -- the students' pages -----------------------------------------------------------
+
+    _WAITING_SLOTS = (
+        "retry",
+        "position",
+        "joined",
+        "epoch",
+        "ahead",
+        "eta",
+        "progress_max",
+        "progress_value",
+        "progress_pct",
+        "stale_hidden",
+        "paused_hidden",
+        "updated_iso",
+        "updated_clock",
+    )
+
+    def waiting(self, ticket: Ticket, now: Standing, notice: str | None, lang: str) -> bytes:
+        if now.prequeue:
+            return self.prequeue(ticket, now, notice, lang)
+        t = MESSAGES[lang]
+        span = max(1, now.position - ticket.joined_frontier)
+        done = span if now.ready else min(span, max(0, span - now.ahead - 1))
+        eta = now.estimate
+        if eta is None:
+            eta_text = t["eta_paused"]
+        elif eta.high_s < 60:
+            eta_text = t["eta_under_minute"]
+        else:
+            low, high = minutes(eta.low_s, eta.high_s)
+            eta_text = t["eta_minutes"].format(low=low, high=high)
+        page = self.compiled("progress.html", lang, self._WAITING_SLOTS, notice=notice)
+        return page.fill(
+            {
+                "retry": str(now.retry_after_s),
+                "position": str(now.position),
+                "joined": str(ticket.joined_frontier),
+                "epoch": ticket.epoch,
+                "ahead": str(now.ahead),
+                "eta": eta_text,
+                "progress_max": str(span),
+                "progress_value": str(done),
+                "progress_pct": str(round(100 * done / span)),
+                "stale_hidden": "" if now.stale else " hidden",
+                "paused_hidden": "" if now.paused else " hidden",
+                "updated_iso": iso(now.updated_at),
+                "updated_clock": self.clock(now.updated_at),
+                **self._banner(lang),
+            }
+        )
+
+    _PREQUEUE_SLOTS = (
+        "retry",
+        "release_ms",
+        "epoch",
+        "release_iso",
+        "release_clock",
+        "countdown",
+        "stale_hidden",
+    )
+
+    def prequeue(self, ticket: Ticket, now: Standing, notice: str | None, lang: str) -> bytes:
+        release_s = (now.release_at_ms or 0) / 1000
+        page = self.compiled("prequeue.html", lang, self._PREQUEUE_SLOTS, notice=notice)
+        return page.fill(
+            {
+                "retry": str(now.retry_after_s),
+                "release_ms": str(now.release_at_ms),
+                "epoch": ticket.epoch,
+                "release_iso": iso(release_s),
+                "release_clock": self.clock(release_s),
+                "countdown": countdown(release_s - time.time()),
+                "stale_hidden": "" if now.stale else " hidden",
+                **self._banner(lang),
+            }
+        )
+
+    def message(
+        self,
+        title_key: str,
+        message_key: str | None,
+        lang: str,
+        *,
+        retry_s: int | None = None,
+        fmt: Mapping[str, int] | None = None,
+    ) -> bytes:
+        """A calm page: a title, a message with its numbers, a refresh after ``retry_s``."""
+        names = tuple(sorted(fmt or ()))
+        slots = ("retry", *names) if retry_s is not None else names
+        page = self.compiled(
+            "message.html",
+            lang,
+            slots,
+            title_key=title_key,
+            message_key=message_key,
+            fmt={name: _slot(name) for name in names},
+            resubmit={},
+        )
+        values = {name: str(value) for name, value in (fmt or {}).items()}
+        if retry_s is not None:
+            values["retry"] = str(retry_s)
+        return page.fill({**values, **self._banner(lang)})
+
+    def busy(self, lang: str, retry_s: int, resubmit: Mapping[str, str], action: str) -> bytes:
+        """The busy page that resubmits a lookup by itself: rendered in full (rare)."""
+        return self.render(
+            "message.html",
+            lang,
+            title_key="title_busy",
+            message_key="busy",
+            fmt={},
+            retry=retry_s,
+            detail=None,
+            resubmit=dict(resubmit),
+            action=action,
+        ).encode()
+
+
+def countdown(seconds_left: float) -> str:
+    left = max(0, int(seconds_left))
+    hours, rest = divmod(left, 3600)
+    return (f"{hours}:{rest // 60:02d}" if hours else f"{rest // 60}") + f":{rest % 60:02d}"

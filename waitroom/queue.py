@@ -9,8 +9,9 @@ deal with one exception and the cause stays chained.
 from __future__ import annotations
 
 import json
+import math
 import secrets
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from importlib import resources
 from typing import Any, TypeVar
@@ -59,6 +60,13 @@ class Joined:
     frontier: int
     admitted: bool
     epoch: str
+
+
+@dataclass(frozen=True)
+class Refused:
+    """An arrival over a per-client join limit: no place, try again in ``wait_s``."""
+
+    wait_s: int
 
 
 @dataclass(frozen=True)
@@ -164,18 +172,52 @@ class Queue:
 
         ``now_ms`` replaces Redis's clock, for simulations (``stress simulate``).
         """
+        block = await self.join_block([None], now_ms)
+        if block is None:
+            return None
+        joined = block[0]
+        assert isinstance(joined, Joined)  # no client, no per-client limit
+        return joined
+
+    async def join_block(
+        self, clients: Sequence[str | None], now_ms: int | None = None
+    ) -> list[Joined | Refused] | None:
+        """Consecutive places for a block of arrivals, in the order given; None when
+        the room has no state (call ``init``).
+
+        Each arrival names its client for the per-client join limits (None: not
+        counted); an arrival over a limit is ``Refused`` and takes no place.
+        """
         k = self.keys
-        reply: list[Any] = await self._call(
-            "join",
-            lambda: self._join(
-                keys=[k.state, k.active, k.config],
-                args=[self.settings.max_active, self._active_ms, self._key_ttl, _clock(now_ms)],
-            ),
-        )
+        s = self.settings
+        limited = s.join_limit > 0 and any(c is not None for c in clients)
+        keys = [k.state, k.active, k.config]
+        if limited:
+            for client in clients:
+                who = client if client is not None else "local"
+                keys += [k.joins(who), k.prequeue_joins(who)]
+        args: list[Any] = [
+            s.max_active,
+            self._active_ms,
+            self._key_ttl,
+            _clock(now_ms),
+            len(clients),
+            s.join_limit if limited else 0,
+            s.join_window_s * 1000,
+            s.prequeue_join_limit,
+        ]
+        reply: list[Any] = await self._call("join", lambda: self._join(keys=keys, args=args))
         if len(reply) == 1:
             return None
-        position, frontier, admitted, epoch = reply
-        return Joined(int(position), int(frontier), bool(admitted), _text(epoch))
+        frontier, epoch = int(reply[0]), _text(reply[1])
+        out: list[Joined | Refused] = []
+        for raw in reply[2:]:
+            position = int(raw)
+            if position > 0:
+                out.append(Joined(position, frontier, position <= frontier, epoch))
+            else:
+                out.append(Refused(max(1, math.ceil(-position / 1000))))
+        return out
 
     async def tick(self, worker_id: str, now_ms: int | None = None) -> Tick | None:
         """One pacer step; None when the room has no state (call ``init``)."""
@@ -251,10 +293,16 @@ class Queue:
 
     async def spend(self, ticket_id: str) -> bool:
         """Mark a ticket as traded for a pass; False when it already was."""
-        keys = [self.keys.spent(ticket_id), self.keys.state]
+        return (await self.spend_many([ticket_id]))[0]
+
+    async def spend_many(self, ticket_ids: Sequence[str]) -> list[bool]:
+        """``spend`` for many tickets in one round trip, in order."""
+        keys = [self.keys.state, *(self.keys.spent(t) for t in ticket_ids)]
         ttl = self.settings.ticket_ttl_s
-        done = await self._call("spend ticket", lambda: self._spend(keys=keys, args=[ttl]))
-        return bool(done)
+        done: list[Any] = await self._call(
+            "spend tickets", lambda: self._spend(keys=keys, args=[ttl])
+        )
+        return [bool(int(d)) for d in done]
 
     async def govern(
         self, effective_rate: float | None, noshow_factor: float | None, reason: str, at: float

@@ -1,5 +1,5 @@
 """What the two framework-free ASGI layers share: the gateway's lean layer
-(``waitroom.fastpath``) and the lookup backend (``lookup.app``).
+(``waitroom.lean``) and the lookup backend (``lookup.app``).
 """
 
 from __future__ import annotations

@@ -9,6 +9,7 @@ import redis.asyncio as aioredis
 from waitroom.adminauth import AdminAuth
 from waitroom.assets import Assets
 from waitroom.config import Settings
+from waitroom.door import Door
 from waitroom.forward import Forwarder
 from waitroom.governor import Governor
 from waitroom.limits import Limits
@@ -34,6 +35,7 @@ class Services:
     auth: AdminAuth
     pages: Pages
     limits: Limits
+    door: Door
 
     @classmethod
     def build(cls, settings: Settings) -> Services:
@@ -42,6 +44,8 @@ class Services:
         view = RoomView(queue, settings)
         stats = BackendStats()
         assets = Assets(settings.static_dir or None)
+        signer = TicketSigner(settings, pass_ttl=view.pass_ttl_s)
+        limits = Limits(client, settings, view)
         return cls(
             settings=settings,
             redis=client,
@@ -50,11 +54,12 @@ class Services:
             pacer=Pacer(
                 queue, view, settings, Sampler(client, queue.keys), Governor(queue, settings)
             ),
-            signer=TicketSigner(settings, pass_ttl=view.pass_ttl_s),
+            signer=signer,
             assets=assets,
             forwarder=Forwarder(settings, stats),
             stats=stats,
             auth=AdminAuth(client, queue.keys, settings.secret_keys, settings.admin_session_ttl_s),
-            pages=Pages(assets, view),
-            limits=Limits(client, settings, view),
+            pages=Pages(assets, view, settings.time_zone),
+            limits=limits,
+            door=Door(view, signer, queue, limits, stats, join_limit=settings.join_limit),
         )

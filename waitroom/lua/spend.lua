@@ -1,19 +1,27 @@
--- spend.lua: trade a ticket for a pass, once, and count the student who came.
+-- spend.lua: trade tickets for passes, each once, and count the students who came.
 --
--- KEYS[1]  spent marker (string; its presence means the ticket was traded)
--- KEYS[2]  state hash   (shown: admitted students who came for their pass)
--- ARGV[1]  marker lifetime, seconds (the ticket's own lifetime)
+-- KEYS[1]     state hash   (shown: admitted students who came for their pass)
+-- KEYS[2..]   one spent marker per ticket (string; its presence means it was traded)
+-- ARGV[1]     marker lifetime, seconds (the ticket's own lifetime)
 --
--- Returns 1 the first time, 0 for a ticket already traded.
+-- Returns one number per marker, in order: 1 the first time, 0 for a ticket already
+-- traded (a copy kept or shared after its owner got a pass).
 --
 -- The count of students who came, against the count admitted, is how the
 -- governor measures no-shows. It is only added to an existing state, so an
 -- emptied Redis is never given a partial one.
 
-if not redis.call('SET', KEYS[1], 1, 'NX', 'EX', ARGV[1]) then
-  return 0
+local replies = {}
+local shown = 0
+for i = 2, #KEYS do
+  if redis.call('SET', KEYS[i], 1, 'NX', 'EX', ARGV[1]) then
+    replies[i - 1] = 1
+    shown = shown + 1
+  else
+    replies[i - 1] = 0
+  end
 end
-if redis.call('EXISTS', KEYS[2]) == 1 then
-  redis.call('HINCRBY', KEYS[2], 'shown', 1)
+if shown > 0 and redis.call('EXISTS', KEYS[1]) == 1 then
+  redis.call('HINCRBY', KEYS[1], 'shown', shown)
 end
-return 1
+return replies
