@@ -28,9 +28,9 @@ from waitroom import door as door_module
 from waitroom import standing as standing_module
 from waitroom.door import Door
 from waitroom.lean import Lean, cookie, cookie_values
-from waitroom.responses import CookiePolicy
 from waitroom.queue import RoomState
 from waitroom.rawasgi import Message, Scope
+from waitroom.responses import CookiePolicy
 from waitroom.standing import standing, status_reply
 from waitroom.tickets import CLOCK_SKEW_S, TICKET_COOKIE, Ticket, TicketRejected, TicketSigner
 from waitroom.view import RoomView
