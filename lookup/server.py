@@ -12,7 +12,7 @@ import logging
 import os
 from pathlib import Path
 
-from lookup.app import LookupApp, create_app
+from lookup.app import DEFAULT_TIME_ZONE, LookupApp, create_app
 from lookup.errors import ImportFailed
 from waitroom import server as runner
 from waitroom.errors import ConfigError
@@ -23,6 +23,8 @@ SERVERS = runner.SERVERS
 _ENV_DB = "WAITROOM_LOOKUP_DB"
 _ENV_SECRET = "WAITROOM_BACKEND_SECRET"  # noqa: S105 - the setting's name
 _ENV_STANDALONE = "WAITROOM_LOOKUP_STANDALONE"
+# The board's zone, for the hour a pass expires; the gateway's setting of the same name.
+_ENV_TIME_ZONE = "WAITROOM_TIME_ZONE"
 
 
 def split_keys(value: str | None) -> list[str]:
@@ -36,6 +38,7 @@ def app_from_env() -> LookupApp:
         os.environ[_ENV_DB],
         admission_keys=split_keys(os.environ.get(_ENV_SECRET)),
         standalone=os.environ.get(_ENV_STANDALONE) == "1",
+        time_zone=os.environ.get(_ENV_TIME_ZONE) or DEFAULT_TIME_ZONE,
     )
 
 

@@ -14,7 +14,7 @@ import re
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import aiohttp
 import pytest
@@ -95,6 +95,15 @@ class PageErrors:
 
     def watch(self, page: Page) -> None:
         page.on("pageerror", lambda exc: self.errors.append(f"{page.url}: {exc}"))
+        # A blocked inline handler throws nothing: the policy's refusal is only logged.
+        page.on(
+            "console",
+            lambda message: (
+                self.errors.append(f"{page.url}: {message.text}")
+                if "Content Security Policy" in message.text
+                else None
+            ),
+        )
 
     def assert_none(self) -> None:
         assert not self.errors, "JavaScript errors: " + "; ".join(self.errors)
@@ -106,6 +115,35 @@ async def new_page(
     """A page in a fresh context (its own cookies: another person at another desk)."""
     context = await browser.new_context(
         locale="en-US", timezone_id=timezone_id, viewport={"width": 1100, "height": 900}
+    )
+    context.set_default_timeout(DEFAULT_WAIT_MS)
+    context.on("page", errors.watch)
+    page = await context.new_page()
+    return context, page
+
+
+PHONE = {"width": 360, "height": 780}
+
+
+async def phone_page(
+    browser: Browser,
+    errors: PageErrors,
+    *,
+    width: int = PHONE["width"],
+    locale: str = "en-US",
+    color_scheme: Literal["light", "dark"] = "light",
+    headers: dict[str, str] | None = None,
+) -> tuple[BrowserContext, Page]:
+    """A page on a phone-sized screen in a fresh context. Not Chromium's mobile
+    emulation: it zooms out to fit a page that is too wide, hiding the overflow
+    that the tests look for."""
+    context = await browser.new_context(
+        locale=locale,
+        timezone_id="Asia/Kolkata",
+        viewport={"width": width, "height": PHONE["height"]},
+        device_scale_factor=2,
+        color_scheme=color_scheme,
+        extra_http_headers=headers or {},
     )
     context.set_default_timeout(DEFAULT_WAIT_MS)
     context.on("page", errors.watch)

@@ -13,13 +13,15 @@ import re
 import time
 from collections.abc import AsyncIterator
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal
 
 import pytest
 import redis.asyncio as aioredis
 from playwright.async_api import Page, expect
 
 from lookup import sample
+from lookup.admission import HEADER, AdmissionSigner
+from lookup.words import WORDS
 from tests.browser_support import (
     ADMIN_PASSWORD,
     PageErrors,
@@ -32,6 +34,7 @@ from tests.browser_support import (
     live_updates,
     log_in,
     new_page,
+    phone_page,
     seconds_left,
     status,
     tile,
@@ -40,9 +43,10 @@ from tests.browser_support import (
     wait_for_tile,
 )
 from tests.e2e import GatewayFactory
-from tests.gateway_support import make_settings
+from tests.gateway_support import BACKEND_KEYS, make_settings
 from tests.servers import Server, serving
 from waitroom.app import create_app
+from waitroom.assets import Assets
 from waitroom.keys import RoomKeys
 
 
@@ -391,3 +395,162 @@ async def test_progress_page_updates_itself_until_the_result_form(
         await shots(page, "result")
     errors.assert_none()
     assert not wrong, wrong
+
+
+# -- the lookup's pages on a phone (issue 11, items 1-4) -------------------------------
+
+# window.print() opens nothing in headless Chromium: count the calls instead.
+PRINT_STUB = "window.printed = 0; window.print = () => { window.printed += 1; };"
+# Whether the page can be scrolled sideways: the issue's 320 px check.
+SIDEWAYS = "document.documentElement.scrollWidth - window.innerWidth"
+
+
+def admitted_headers() -> dict[str, str]:
+    """What the gateway adds to a forwarded request, for a browser at the backend itself
+    (fresh for each test: the header lives 30 s)."""
+    return {HEADER: AdmissionSigner(BACKEND_KEYS).sign("results", "browser-test")}
+
+
+async def look_up(page: Page, k: int = 0) -> sample.Marksheet:
+    sheet = sample.candidate(sample.DEFAULT_SEED, k)
+    await page.fill("#roll", sheet.roll)
+    await page.fill("#dob", sheet.dob.isoformat())
+    await page.locator("form button[type=submit]").click()
+    await expect(page.locator("h1")).to_have_text(sheet.exam)
+    return sheet
+
+
+async def test_marksheet_prints_under_the_gateways_csp(
+    gateway: GatewayFactory, shots: Shots
+) -> None:
+    errors = PageErrors()
+    async with gateway(rate=50.0) as gw, chromium() as browser:
+        context, page = await phone_page(browser, errors)
+        await context.add_init_script(PRINT_STUB)
+        answer = await page.goto(gw.url + "/")
+        await expect(page.locator("input[name=roll]")).to_be_visible(timeout=25_000)
+        assert answer is not None
+        policy = (await answer.all_headers())["content-security-policy"]
+        assert "default-src 'self'" in policy and "script-src" not in policy
+        await shots(page, "form")
+        sheet = await look_up(page)
+        await expect(page.locator("body")).to_contain_text(sheet.name)
+        button = page.get_by_role("button", name="Print this page")
+        await expect(button).to_be_visible()
+        await button.click()
+        await page.wait_for_function("window.printed === 1", timeout=5_000)
+        await shots(page, "marksheet")
+    errors.assert_none()  # no script refused by the policy on any page
+
+
+async def test_marksheet_fits_a_phone(backend: Server, shots: Shots) -> None:
+    errors = PageErrors()
+    async with chromium() as browser:
+        for width in (360, 320):
+            for lang in ("en", "hi"):
+                _, page = await phone_page(browser, errors, width=width, headers=admitted_headers())
+                await page.goto(f"{backend.url}/?lang={lang}")
+                # The candidate with the most subjects among the first few.
+                sheet = await look_up(page, 1)
+                rows = page.locator("table tbody tr")
+                await expect(rows).to_have_count(len(sheet.subjects))
+                assert await page.evaluate(SIDEWAYS) <= 0, (width, lang)
+                # Every subject's total and grade (its last two cells) on screen, not
+                # just somewhere in the page.
+                rights = await rows.evaluate_all(
+                    "rows => rows.flatMap(r => [...r.cells].slice(-2)"
+                    ".map(c => c.getBoundingClientRect().right))"
+                )
+                assert len(rights) == 2 * len(sheet.subjects)
+                assert all(0 < right <= width for right in rights), (width, lang, rights)
+                await shots(page, f"marksheet-{width}-{lang}")
+                await page.context.close()
+    errors.assert_none()
+
+
+async def test_the_lookup_speaks_hindi(
+    gateway: GatewayFactory, backend: Server, shots: Shots
+) -> None:
+    errors = PageErrors()
+    hi, en = WORDS["hi"], WORDS["en"]
+    async with chromium() as browser:
+        # At the backend itself: the switch in the footer, the choice kept by the form.
+        _, page = await phone_page(browser, errors, headers=admitted_headers())
+        await page.goto(backend.url + "/")
+        await expect(page.locator("h1")).to_have_text(en["form_heading"])
+        await page.get_by_role("link", name=en["language"]).click()
+        await expect(page.locator("html")).to_have_attribute("lang", "hi")
+        await expect(page.locator("h1")).to_have_text(hi["form_heading"])
+        await expect(page.get_by_label(hi["roll"])).to_be_visible()
+        await shots(page, "form-hi")
+        sheet = await look_up(page)
+        await expect(page.locator("html")).to_have_attribute("lang", "hi")
+        facts = page.locator("dl.facts")
+        await expect(facts).to_contain_text(hi["candidate"])
+        await expect(facts).to_contain_text(sheet.name)  # as uploaded
+        await expect(page.get_by_role("button", name=hi["print"])).to_be_visible()
+        await shots(page, "marksheet-hi")
+        await page.get_by_role("link", name=hi["language"]).click()
+        await expect(page.locator("h1")).to_have_text(en["form_heading"])
+
+        # Through the gateway, a browser that asks for Hindi gets it to the marksheet.
+        async with gateway(rate=50.0) as gw:
+            _, page = await phone_page(browser, errors, locale="hi-IN")
+            await page.goto(gw.url + "/")
+            await expect(page.locator("h1")).to_have_text(hi["form_heading"], timeout=25_000)
+            await look_up(page)
+            await expect(page.locator("dl.facts")).to_contain_text(hi["father"])
+            await shots(page, "gateway-marksheet-hi")
+    errors.assert_none()
+
+
+LOOK = """() => {
+    const css = (el) => getComputedStyle(el);
+    const main = document.querySelector("main"), html = document.documentElement;
+    const button = document.querySelector("button:not([hidden])");
+    return {
+        page: css(html).backgroundColor, ink: css(html).color, font: css(html).fontFamily,
+        card: css(main).backgroundColor, corners: css(main).borderRadius,
+        shadow: css(main).boxShadow,
+        button: button ? css(button).backgroundColor : null,
+        footer: !!document.querySelector("footer a[href*='lang=']"),
+        styles: document.querySelectorAll("style").length,
+        sheets: [...document.styleSheets].map((s) => new URL(s.href).pathname),
+    };
+}"""
+
+
+@pytest.mark.parametrize("scheme", ["light", "dark"])
+async def test_one_look_from_the_line_to_the_marksheet(
+    gateway: GatewayFactory, backend: Server, shots: Shots, scheme: Literal["light", "dark"]
+) -> None:
+    errors = PageErrors()
+    async with gateway(rate=0.001) as gw, chromium() as browser:
+        await crowd(gw.url, 3)  # so the student waits
+        _, waiting = await phone_page(browser, errors, color_scheme=scheme)
+        await waiting.goto(gw.url + "/")
+        await expect(waiting.locator("#place")).to_be_visible()
+        line = await waiting.evaluate(LOOK)
+        await shots(waiting, f"waiting-{scheme}")
+
+        _, page = await phone_page(browser, errors, color_scheme=scheme, headers=admitted_headers())
+        await page.goto(backend.url + "/")
+        form = await page.evaluate(LOOK)
+        await shots(page, f"form-{scheme}")
+        await look_up(page)
+        marksheet = await page.evaluate(LOOK)
+        await shots(page, f"marksheet-{scheme}")
+        await page.goto(backend.url + "/nope")
+        calm = await page.evaluate(LOOK)
+        await shots(page, f"not-found-{scheme}")
+
+    css_path = "/static/" + Assets().url("waitroom.css").rsplit("/", 1)[1]
+    for name, look in (("form", form), ("marksheet", marksheet), ("not found", calm)):
+        for key in ("page", "ink", "font", "card", "corners", "shadow"):
+            assert look[key] == line[key], (scheme, name, key, look[key], line[key])
+        assert look["sheets"] == [css_path] and look["styles"] == 0, (name, look)
+        assert look["footer"], name
+    assert form["button"] == line["button"] or line["button"] is None
+    if scheme == "dark":  # no bright white card for a student reading in the dark
+        assert form["card"] != "rgb(255, 255, 255)", form
+    errors.assert_none()
