@@ -1,106 +1,325 @@
-"""``door``: how many arrivals a second one gateway worker lets in, and what else it serves.
+"""``door``: what the crowd's requests cost one gateway worker, against a raw ASGI app.
 
-The crowd scenarios found the limit of the waiting room at its own door: a new
-arrival's ``GET /`` joins the line through Quart and renders a page. This measures
-that cost alone, next to the requests a waiting crowd repeats: one gateway worker
-(Hypercorn) pinned to core 0 with Redis and the backend idle beside it, the load
-generator (``stress.loadgen``, 64 connections) on core 1, interleaved rounds of
+The waiting room must not fail at its own door: a student's every request should
+cost about what the server itself costs. For each server (Hypercorn, granian), in
+one run and in interleaved rounds, one worker pinned to core 0 answers, and the
+load generator (``stress.loadgen``) on core 1 asks:
 
-- a browser's first visit: ``GET /`` for HTML on a new connection (``Connection:
-  close``), so every request is a TCP handshake and a join and a page;
-- the same on a kept-alive connection (a join and a page);
-- a JSON client's join (``Accept: application/json``) on a kept-alive connection;
-- ``GET /queue/state``, the far-from-the-front poll.
+- ``raw``: ``stress.plain_app``, a raw ASGI app with a constant body: the yardstick;
+- ``status``: ``GET /status`` of a waiting student (a valid ticket);
+- ``json``: ``GET /`` of a waiting JSON client (a valid ticket);
+- ``refresh``: ``GET /`` of a waiting browser, the progress page (a valid ticket);
+- ``arrival``: ``GET /`` of a new arrival: a join and its page, each request
+  another student's address in ``X-Forwarded-For`` (the stack trusts the loopback
+  proxy), so the per-client join limit is checked as in production;
+- ``exchange``: ``GET /`` of a JSON client whose ticket just reached the front: the
+  ticket traded for a pass, once (each request another ticket, signed here with the
+  gateway's key);
+- ``first visit``: an arrival on a new connection (a TCP handshake each).
 
-Every request names another student's address in ``X-Forwarded-For`` (the stack
-trusts the loopback proxy), so the per-client join limit is checked, as in
-production, and never refuses.
+Redis and the lookup backend run on core 1 too, idle but for the joins and trades.
+Goals (issue 10): arrival >= 0.5 x raw, refresh >= 0.8, json >= 0.8, status >= 0.9,
+exchange >= 0.5. Ratios compare figures of one run: absolute figures move by 20-50 %
+between runs on this machine.
 """
 
 from __future__ import annotations
 
 import argparse
 import itertools
+import os
+import secrets
+import tempfile
+import time
+from pathlib import Path
 from typing import Any
 
+import redis
+
 from stress import report
+from stress.gateway_bench import (
+    HOST,
+    LOADER_CORE,
+    SERVER_CORE,
+    CpuWindow,
+    Processes,
+    _free_port,
+    _get,
+    _importable,
+    _wait_ready,
+)
 from stress.httpclient import client_address
 from stress.loadgen import LoadResult, Request, RequestFactory, http_request, run_in_process
-from stress.stack import Stack, pinning_possible, sample_db
+from stress.plain_app import BODY as PLAIN_BODY
+from stress.stack import pinning_possible, sample_db
+from waitroom.config import Settings
+from waitroom.embedded_redis import EmbeddedRedis
+from waitroom.keys import RoomKeys
+from waitroom.tickets import PASS_COOKIE, TICKET_COOKIE, TicketSigner
 
-VARIANTS = {
-    "first visit, HTML, new connection": ("/", {"Accept": "text/html", "Connection": "close"}),
-    "join, HTML, kept-alive connection": ("/", {"Accept": "text/html"}),
-    "join, JSON, kept-alive connection": ("/", {"Accept": "application/json"}),
-    "GET /queue/state": ("/queue/state", {"Accept": "application/json"}),
+ROOM = "results"
+GOALS = {"status": 0.9, "json": 0.8, "refresh": 0.8, "arrival": 0.5, "exchange": 0.5}
+ROUTES = {
+    "raw": "raw ASGI app (the yardstick)",
+    "status": "GET /status, waiting",
+    "json": "GET / JSON client, waiting",
+    "refresh": "GET / HTML refresh, waiting",
+    "arrival": "GET / new arrival (a join each)",
+    "exchange": "GET / ticket-for-pass exchange",
+    "first visit": "GET / new arrival, new connection",
 }
+# Tickets at the front signed ahead for the exchange: more than any run trades.
+EXCHANGE_TICKETS = 400_000
 
 
-def _factory(path: str, headers: dict[str, str]) -> RequestFactory:
-    """Each request from another student's address (the per-client join limit)."""
+def _constant(path: str, headers: dict[str, str], ok: tuple[int, ...], needle: bytes) -> Any:
+    raw = http_request("GET", path, headers=headers)
+    checked = Request(raw, lambda status, body: status in ok and needle in body)
+    plain = Request(raw)
+    counter = itertools.count()
+
+    def factory() -> Request:
+        return checked if next(counter) % 16 == 0 else plain
+
+    return factory
+
+
+def _arrivals(headers: dict[str, str]) -> RequestFactory:
     counter = itertools.count()
 
     def check(status: int, body: bytes) -> bool:
-        return status in (200, 202)
+        return status == 202 and b"data-position" in body
 
     def factory() -> Request:
         forwarded = {"X-Forwarded-For": client_address(next(counter))}
-        return Request(http_request("GET", path, headers={**headers, **forwarded}), check)
+        return Request(http_request("GET", "/", headers={**headers, **forwarded}), check)
+
+    return factory
+
+
+def _exchanges(tokens: list[bytes]) -> RequestFactory:
+    it = iter(tokens)
+    prefix = b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nAccept: application/json\r\nCookie: "
+    suffix = (TICKET_COOKIE + "=").encode()
+
+    def check(status: int, body: bytes) -> bool:
+        return status == 200 and b'"state":"admitted"' in body
+
+    def factory() -> Request:
+        return Request(prefix + suffix + next(it) + b"\r\n\r\n", check)
 
     return factory
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m stress door", description=__doc__)
-    parser.add_argument("--duration", type=float, default=8.0, help="seconds per round")
+    parser.add_argument("--servers", default="hypercorn,granian", help="comma-separated")
+    parser.add_argument("--duration", type=float, default=5.0, help="measured seconds a round")
+    parser.add_argument("--warmup", type=float, default=1.0)
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--connections", type=int, default=64)
-    parser.add_argument("--rate", type=float, default=200.0, help="admissions per second")
     return parser
+
+
+def _measure(
+    args: argparse.Namespace, port: int, factory: RequestFactory, watched: dict[str, int]
+) -> tuple[LoadResult, float]:
+    window = CpuWindow(watched, args.warmup + 0.3, max(0.5, args.duration - 0.6))
+    window.start()
+    result = run_in_process(
+        HOST,
+        port,
+        factory,
+        cpu=LOADER_CORE,
+        connections=args.connections,
+        duration_s=args.duration,
+        warmup_s=args.warmup,
+    )
+    window.join()
+    return result, sum(window.shares.values())
+
+
+def _bench(
+    args: argparse.Namespace, server: str, procs: Processes, store: redis.Redis, redis_url: str
+) -> dict[str, list[dict[str, Any]]]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("WAITROOM_")}
+    secret = secrets.token_urlsafe(32)
+    backend_secret = secrets.token_urlsafe(32)
+    ports = {name: _free_port() for name in ("plain", "backend", "gateway")}
+    store.flushall()
+    db = sample_db(10_000)
+    plain_code = (
+        "from waitroom.server import run; "
+        f"run('stress.plain_app:app', host={HOST!r}, port={ports['plain']}, server={server!r})"
+    )
+    pids = {
+        "plain": procs.start(f"{server}-plain", ["-c", plain_code], SERVER_CORE, env),
+        "backend": procs.start(
+            f"{server}-backend",
+            [
+                *("-m", "waitroom", "lookup", "serve", "--db", str(db), "--host", HOST),
+                *("--port", str(ports["backend"]), "--server", server),
+            ],
+            LOADER_CORE,
+            {**env, "WAITROOM_BACKEND_SECRET": backend_secret},
+        ),
+        "gateway": procs.start(
+            f"{server}-gateway",
+            [
+                *("-m", "waitroom", "serve", "--server", server, "--workers", "1"),
+                *("--host", HOST, "--port", str(ports["gateway"])),
+            ],
+            SERVER_CORE,
+            {
+                **env,
+                "WAITROOM_MODE": "test",
+                "WAITROOM_SECRET_KEYS": secret,
+                "WAITROOM_BACKEND_SECRET": backend_secret,
+                "WAITROOM_REDIS_URL": redis_url,
+                "WAITROOM_BACKEND_URL": f"http://{HOST}:{ports['backend']}",
+                "WAITROOM_ROOM": ROOM,
+                "WAITROOM_RATE": "1000",
+                "WAITROOM_MAX_ACTIVE": "10000000",
+                "WAITROOM_TRUSTED_PROXIES": f"{HOST}/32",
+            },
+        ),
+    }
+    results: dict[str, list[dict[str, Any]]] = {route: [] for route in ROUTES}
+    try:
+        for name, path in (("plain", "/"), ("backend", "/healthz"), ("gateway", "/readyz")):
+            _wait_ready(procs, pids[name], ports[name], path)
+        gateway = ports["gateway"]
+        # One admission while the room admits at once, so the frontier is past 1 ...
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            status, _, cookies = _get(gateway, "/", {"Accept": "application/json"})
+            if status == 200 and PASS_COOKIE in cookies:
+                break
+            time.sleep(0.1)
+        # ... then a line that hardly moves, so every arrival waits with an estimate
+        # (a pause first, which zeroes the pacer's credit).
+        keys = RoomKeys(ROOM)
+        store.hset(keys.config, "paused", "1")
+        time.sleep(0.5)
+        store.hset(keys.config, mapping={"rate": "0.0001", "paused": "0"})
+        time.sleep(1.0)
+        status, body, cookies = _get(gateway, "/", {"Accept": "application/json"})
+        if status != 202 or TICKET_COOKIE not in cookies:
+            raise RuntimeError(f"expected a waiting ticket, got {status}: {body[:200]!r}")
+        ticket = cookies[TICKET_COOKIE].value
+        epoch = store.hget(keys.state, "epoch")
+        settings = Settings(
+            mode="test", secret_keys=(secret,), backend_secret=(backend_secret,), room=ROOM
+        )
+        signer = TicketSigner(settings)
+        assert isinstance(epoch, bytes)
+        ready = [
+            signer.issue_ticket(1, epoch.decode(), 0)[1].encode() for _ in range(EXCHANGE_TICKETS)
+        ]
+        waiting = {"Cookie": f"{TICKET_COOKIE}={ticket}"}
+        plan: list[tuple[str, int, RequestFactory]] = [
+            ("raw", ports["plain"], _constant("/", {}, (200,), PLAIN_BODY)),
+            ("status", gateway, _constant("/status", waiting, (202,), b'"waiting"')),
+            (
+                "json",
+                gateway,
+                _constant("/", {**waiting, "Accept": "application/json"}, (202,), b'"waiting"'),
+            ),
+            (
+                "refresh",
+                gateway,
+                _constant("/", {**waiting, "Accept": "text/html"}, (200,), b"data-position"),
+            ),
+            ("arrival", gateway, _arrivals({"Accept": "text/html"})),
+            ("exchange", gateway, _exchanges(ready)),
+            ("first visit", gateway, _arrivals({"Accept": "text/html", "Connection": "close"})),
+        ]
+        offset = 0
+        for round_ in range(args.rounds):
+            for route, port, factory in plan:
+                if route == "exchange":  # fresh tickets every round
+                    factory = _exchanges(ready[offset:])
+                watched = {"server": pids["plain" if route == "raw" else "gateway"]}
+                result, server_cpu = _measure(args, port, factory, watched)
+                if route == "exchange":
+                    offset += result.requests * 2 + 10_000  # warm-up included
+                results[route].append({**result.to_dict(), "server_cpu": server_cpu})
+                report.say(
+                    f"  {server:9} round {round_ + 1} {ROUTES[route]:36} {result.summary()}"
+                    f"  server cpu {server_cpu:.0%}"
+                )
+    finally:
+        for pid in pids.values():
+            procs.stop(pid)
+    return results
 
 
 def main(scenario: str, argv: list[str]) -> int:
     args = build_parser().parse_args(argv)
     if not pinning_possible():
-        report.say("door needs two cores (gateway and load generator apart)")
+        report.say("door needs two cores (server and load generator apart)")
         return 2
-    results: dict[str, list[LoadResult]] = {name: [] for name in VARIANTS}
-    with Stack(sample_db(100_000), waitroom=True, rate=args.rate, pin=True) as target:
-        for round_ in range(args.rounds):
-            for name, (path, headers) in VARIANTS.items():
-                r = run_in_process(
-                    target.host,
-                    target.port,
-                    _factory(path, headers),
-                    cpu=1,
-                    connections=args.connections,
-                    duration_s=args.duration,
-                    warmup_s=1.0,
-                )
-                results[name].append(r)
-                report.say(f"  round {round_ + 1} {name:36} {r.summary()}")
+    servers = [s for s in args.servers.split(",") if s]
+    all_results: dict[str, dict[str, list[dict[str, Any]]]] = {}
     rows: list[list[Any]] = []
-    for name, rounds in results.items():
-        rps = [r.rps for r in rounds]
-        rows.append(
-            [
-                name,
-                sum(rps) / len(rps),
-                " / ".join(f"{x:,.0f}" for x in rps),
-                sum(r.latency_ms["p50"] for r in rounds) / len(rounds),
-                sum(sum(r.errors.values()) + r.timeouts + r.check_failures for r in rounds),
-                f"{max(r.cpu_share for r in rounds):.0%}",
-            ]
-        )
+    with tempfile.TemporaryDirectory(prefix="waitroom-door-") as logs:
+        procs = Processes(Path(logs))
+        store_server = EmbeddedRedis().start()
+        os.sched_setaffinity(0, {LOADER_CORE})
+        try:
+            store = redis.Redis.from_url(store_server.url)
+            for server in servers:
+                if server == "granian" and not _importable("granian"):
+                    report.say("granian is not installed (pip install 'waitroom[granian]')")
+                    continue
+                all_results[server] = _bench(args, server, procs, store, store_server.url)
+        finally:
+            procs.stop_all()
+            store_server.close()
+    for server, results in all_results.items():
+        raw = _mean([r["rps"] for r in results["raw"]])
+        for route, rounds in results.items():
+            rps = _mean([r["rps"] for r in rounds])
+            ratio = rps / raw if raw else float("nan")
+            goal = GOALS.get(route)
+            verdict = "" if goal is None else ("met" if ratio >= goal else "MISSED")
+            rows.append(
+                [
+                    server,
+                    ROUTES[route],
+                    rps,
+                    " / ".join(f"{r['rps']:,.0f}" for r in rounds),
+                    f"{ratio:.2f}",
+                    f"{goal:.1f} {verdict}" if goal else "",
+                    f"{_mean([r['latency_ms']['p50'] for r in rounds]):.1f}",
+                    sum(
+                        sum(r["errors"].values()) + r["timeouts"] + r["check_failures"]
+                        for r in rounds
+                    ),
+                    f"{max(r['cpu_share'] for r in rounds):.0%}",
+                ]
+            )
     markdown = report.table(
-        ["request", "req/s", "rounds", "p50 ms", "errors + bad answers", "generator CPU"], rows
+        [
+            "server",
+            "request",
+            "req/s",
+            "rounds",
+            "x raw",
+            "goal",
+            "p50 ms",
+            "errors + bad answers",
+            "loader CPU",
+        ],
+        rows,
     )
     report.say()
     report.say(markdown)
-    data = {
-        **report.header(scenario, argv),
-        "results": {name: [r.to_dict() for r in rounds] for name, rounds in results.items()},
-    }
+    data = {**report.header(scenario, argv), "results": all_results}
     folder = report.write(scenario, data, markdown)
     report.say(f"report: {folder}")
     return 0
+
+
+def _mean(values: list[float]) -> float:
+    return sum(values) / len(values) if values else 0.0

@@ -32,6 +32,7 @@ from waitroom.responses import (
     HTML,
     JSON,
     NO_STORE,
+    SECURITY_HEADERS,
     TEXT,
     CookiePolicy,
     Response,
@@ -239,9 +240,9 @@ class Lean:
             if response is None:
                 return  # the student left before sending their lookup
             # A pass traded for this request is theirs whatever the origin did.
-            response = self.replies.with_pass(response, decision.issued)
+            response = self.replies.with_pass(response, decision.issued, visit)
         else:
-            response = self.replies.to(decision, as_json, lang)
+            response = self.replies.to(decision, visit, lang)
         if chosen is not None:
             response.headers.append(
                 self.cookies.set(LANG_COOKIE, chosen, 365 * 86400, http_only=False)
@@ -289,7 +290,9 @@ class Lean:
                 content_type = value
             else:
                 headers.append((name, value))
-        return Response(answer.status, answer.body, content_type, headers)
+        return Response(
+            answer.status, answer.body, content_type, headers, security=SECURITY_HEADERS
+        )
 
     def _about(self, decision: Forward, lang: str) -> list[tuple[bytes, bytes]]:
         """What the origin may show of the student's turn: language, lookups, time."""

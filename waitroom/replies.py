@@ -9,6 +9,7 @@ joins.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from typing import Any
 
 from waitroom.door import (
@@ -19,6 +20,7 @@ from waitroom.door import (
     LookupLimited,
     NoPlace,
     Unavailable,
+    Visit,
     Waiting,
 )
 from waitroom.pages import Pages
@@ -42,7 +44,7 @@ class Replies:
         *,
         waiting_status: int,
         ticket_ttl_s: int,
-        pass_ttl_s: Any,
+        pass_ttl_s: Callable[[], int],
     ) -> None:
         self.pages = pages
         self.cookies = cookies
@@ -51,13 +53,14 @@ class Replies:
         # The pass lifetime is an admin control: a callable giving the one in force.
         self.pass_ttl_s = pass_ttl_s
 
-    def to(self, decision: Decision, as_json: bool, lang: str) -> Response:
+    def to(self, decision: Decision, visit: Visit, lang: str) -> Response:
         """The answer to every decision but ``Forward`` (``waitroom.lean`` forwards)."""
+        as_json = visit.as_json
         if isinstance(decision, Waiting):
-            return self.waiting(decision, as_json, lang)
+            return self.waiting(decision, visit, lang)
         if isinstance(decision, Admitted):
             response = Response(200, ADMITTED_JSON, JSON, [(b"cache-control", NO_STORE)])
-            return self.with_pass(response, decision.issued)
+            return self.with_pass(response, decision.issued, visit)
         if isinstance(decision, NoPlace):
             # What a GET would answer, short of the place it would take.
             status = 202 if as_json else self.waiting_status
@@ -73,7 +76,8 @@ class Replies:
 
     # -- a place in line -----------------------------------------------------------------
 
-    def waiting(self, decision: Waiting, as_json: bool, lang: str) -> Response:
+    def waiting(self, decision: Waiting, visit: Visit, lang: str) -> Response:
+        as_json = visit.as_json
         now = decision.standing
         headers = [(b"retry-after", b"%d" % now.retry_after_s), (b"cache-control", NO_STORE)]
         if as_json:
@@ -89,15 +93,17 @@ class Replies:
             response.headers.append(
                 self.cookies.set(TICKET_COOKIE, decision.issued, self.ticket_ttl_s)
             )
-            response.headers.append(self.cookies.drop(PASS_COOKIE))
+            if visit.pass_token is not None:  # an expired or foreign pass
+                response.headers.append(self.cookies.drop(PASS_COOKIE))
         return response
 
-    def with_pass(self, response: Response, issued: str | None) -> Response:
+    def with_pass(self, response: Response, issued: str | None, visit: Visit) -> Response:
         """A newly traded pass goes with the answer; the spent ticket goes away (when
         the pass expires, the student joins at the back)."""
         if issued is not None:
             response.headers.append(self.cookies.set(PASS_COOKIE, issued, self.pass_ttl_s()))
-            response.headers.append(self.cookies.drop(TICKET_COOKIE))
+            if visit.tickets:
+                response.headers.append(self.cookies.drop(TICKET_COOKIE))
         return response
 
     # -- calm refusals -------------------------------------------------------------------
