@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import json
 import re
 import time
 from typing import Any
@@ -168,12 +169,40 @@ async def test_a_change_reaches_every_gateway_within_a_second_and_is_audited(
         async with s.get(gw.url + "/admin") as response:
             page = await response.text()
         # Audit: who (session tag, address), what, old and new values.
-        for field, old, new in [("rate", "(default)", "12.5"), ("max_active", "(default)", "77")]:
+        for field, old, new in [("rate", "5", "12.5"), ("max_active", "1000", "77")]:
             row = rf"<td>{field}</td><td>{re.escape(old)}</td><td>{re.escape(new)}</td>"
             assert re.search(row, page), field
         assert "127.0.0.1" in page
         # The mode was sent unchanged: no entry for it.
         assert "<td>mode</td>" not in page
+
+
+async def test_the_audit_records_the_value_in_force_and_the_value_as_entered(
+    gateway: GatewayFactory, redis_client: aioredis.Redis
+) -> None:
+    keys = RoomKeys("results")
+    async with gateway(**admin(rate=2.0)) as gw, student() as s:
+        await wait_for_credit(gw.url)
+        assert await login(s, gw.url) == 303
+        for rate in ("0.3", "2", "1e1"):
+            form = {"csrf": await csrf(s, gw.url), "rate": rate}
+            assert (await post(s, gw.url, "/admin/settings", form))[0] == 303
+        assert await redis_client.hget(keys.config, "rate") == b"10"
+        assert (await post(s, gw.url, "/admin/pause", {"csrf": await csrf(s, gw.url)}))[0] == 303
+        assert (await post(s, gw.url, "/admin/resume", {"csrf": await csrf(s, gw.url)}))[0] == 303
+        entries = [json.loads(e) for e in reversed(await redis_client.lrange(keys.audit, 0, -1))]
+        assert [(e["field"], e["old"], e["new"]) for e in entries] == [
+            ("rate", "2", "0.3"),
+            ("rate", "0.3", "2"),
+            ("rate", "2", "10"),
+            ("paused", "0", "1"),
+            ("paused", "1", "0"),
+        ]
+        assert all("defaults" not in e for e in entries)
+        async with s.get(gw.url + "/admin") as response:
+            page = await response.text()
+        assert "<td>rate</td><td>2</td><td>0.3</td>" in page
+        assert "(default)" not in page
 
 
 @pytest.mark.parametrize(

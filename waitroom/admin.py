@@ -158,8 +158,23 @@ def admin_blueprint(services: Services) -> Blueprint:
 
     # -- controls ----------------------------------------------------------------------
 
+    # What each control is while the config hash has no value for it (configure.lua
+    # records these as the old value, so the audit shows what an admin replaced).
+    defaults = {
+        "rate": controls.number_text(settings.rate),
+        "max_active": str(settings.max_active),
+        "pass_ttl_s": str(settings.pass_ttl_s),
+        "mode": "queue",
+        "paused": "0",
+    }
+
     async def change(current: Session, changes: dict[str, str]) -> Reply:
-        meta = {"at": round(time.time(), 3), "session": current.tag, "address": address()}
+        meta = {
+            "at": round(time.time(), 3),
+            "session": current.tag,
+            "address": address(),
+            "defaults": defaults,
+        }
         done = await services.queue.configure(changes, meta, AUDIT_LEN)
         if not done.ok:
             error = controls.FieldError(
@@ -303,7 +318,7 @@ async def _dashboard(
     for entry in entries:
         for side in ("old", "new"):
             if entry.get(side) == "":
-                entry[side] = "(default)"
+                entry[side] = "(none)"
         if entry.get("field") == "release_at":
             for side in ("old", "new"):
                 if str(entry.get(side) or "").isdigit():
