@@ -9,6 +9,7 @@ gateway worker at its next view refresh (a quarter of a second by default).
 from __future__ import annotations
 
 import json
+import logging
 import math
 import time
 from typing import Any
@@ -19,15 +20,19 @@ from werkzeug.wrappers.response import Response as WerkzeugResponse
 from waitroom import controls, release
 from waitroom.adminauth import (
     LOGIN_COOKIE,
+    MAX_FAILURES,
     SESSION_COOKIE,
     Session,
     same,
     verify_password_async,
 )
 from waitroom.errors import StoreUnavailable
+from waitroom.limits import client_address, parse_networks
 from waitroom.queue import RoomState
 from waitroom.services import Services
 from waitroom.telemetry import read_series
+
+log = logging.getLogger(__name__)
 
 AUDIT_LEN = 500
 AUDIT_SHOWN = 50
@@ -47,8 +52,13 @@ def admin_blueprint(services: Services) -> Blueprint:
     def enabled() -> bool:
         return bool(settings.admin_password_hash)
 
+    trusted = parse_networks(settings.trusted_proxies)
+
     def address() -> str:
-        return request.remote_addr or "unknown"
+        # The client as the join limit sees it: behind a trusted balancer the
+        # balancer's address would let any student lock the admin out.
+        forwarded = [v.encode("latin-1") for v in request.headers.getlist("X-Forwarded-For")]
+        return client_address(request.remote_addr, forwarded, trusted)
 
     async def session() -> Session | None:
         return await auth.load(request.cookies.get(SESSION_COOKIE))
@@ -90,11 +100,27 @@ def admin_blueprint(services: Services) -> Blueprint:
         form = await request.form
         who = address()
         if not auth.login_token_ok(form.get("csrf"), request.cookies.get(LOGIN_COOKIE)):
+            log.warning(
+                "waitroom: admin login refused from %s: the login form's token was missing, "
+                "expired or not this page's (a cross-site post, or a stale tab)",
+                who,
+            )
             return await _login_page(
                 services, "The form expired or was not sent from this page; try again.", 400
             )
-        locked = await auth.locked_for(who)
-        if locked:
+        # Counted before the password is checked, atomically: parallel guesses
+        # cannot all read a count below the limit.
+        attempt = await auth.attempt(who)
+        if not attempt.allowed:
+            locked = attempt.retry_after_s
+            if attempt.first_refused:
+                log.warning(
+                    "waitroom: admin login refused from %s: locked out for %d s after "
+                    "%d failed logins",
+                    who,
+                    locked,
+                    MAX_FAILURES,
+                )
             locked_page = await _login_page(
                 services,
                 f"Too many failed logins from {who}. Try again in {locked // 60 + 1} min.",
@@ -102,12 +128,13 @@ def admin_blueprint(services: Services) -> Blueprint:
             )
             locked_page.headers["Retry-After"] = str(locked)
             return locked_page
-        await auth.slow_down()
+        await auth.slow_down(attempt)
         if not await verify_password_async(form.get("password", ""), settings.admin_password_hash):
-            await auth.failed(who)
+            log.warning("waitroom: admin login failed from %s: wrong password", who)
             return await _login_page(services, "Wrong password.", 401)
         await auth.succeeded(who)
-        _, token = await auth.start(who)
+        session_, token = await auth.start(who)
+        log.info("waitroom: admin logged in from %s (session %s)", who, session_.tag)
         response: Reply = redirect("/admin", 303)
         response.set_cookie(
             SESSION_COOKIE,
