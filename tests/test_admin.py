@@ -23,10 +23,11 @@ from tests.e2e import (
     student,
     wait_for_credit,
 )
-from tests.gateway_support import TEST_KEYS
+from tests.gateway_support import TEST_KEYS, make_settings
 from waitroom.adminauth import MAX_FAILURES, SESSION_COOKIE, SLOW_AFTER, SLOW_DOWN_S
 from waitroom.keys import RoomKeys
 from waitroom.passwords import hash_password
+from waitroom.queue import Queue
 from waitroom.tickets import PASS_COOKIE, TICKET_COOKIE
 
 PASSWORD = "correct horse battery staple"
@@ -424,3 +425,37 @@ async def test_beyond_the_overall_failure_budget_every_login_is_slowed(
         assert (
             int(await redis_client.get(RoomKeys("results").login_failures("*"))) == SLOW_AFTER + 1
         )
+
+
+async def test_target_ceiling_and_no_show_factor_agree_and_paused_is_on_every_tile(
+    gateway: GatewayFactory, redis_client: aioredis.Redis
+) -> None:
+    async with gateway(**admin(rate=4.0)) as gw, student() as s:
+        await wait_for_credit(gw.url)
+        # The governor measured that 5 in 8 admitted students come: admit 1.6x.
+        queue = Queue(redis_client, make_settings("redis://unused"))
+        await queue.govern(None, 1.6, "62% of admitted students came", time.time())
+        assert await login(s, gw.url) == 303
+        deadline = time.monotonic() + 3
+        while (body := await live(s, gw.url))["noshow_factor"] == 1.0:
+            assert time.monotonic() < deadline, body
+            await asyncio.sleep(0.1)
+        assert (body["rate"], body["target_rate"], body["noshow_factor"]) == (4.0, 4.0, 1.6)
+        assert body["admission_rate"] == pytest.approx(body["target_rate"] * 1.6)
+        async with s.get(gw.url + "/admin") as response:
+            page = await response.text()
+        assert "ceiling" not in page  # admission runs above the admin's rate, by design
+        assert re.search(r'data-k="target_rate">4\.0</span> / <span data-k="rate">4\.0<', page)
+        assert re.search(r'data-k="noshow_factor">1\.6<', page)
+        assert re.search(r'data-k="admission_rate">6\.4<', page)
+        assert "paused" not in _tiles(page)
+        assert (await post(s, gw.url, "/admin/pause", {"csrf": await csrf(s, gw.url)}))[0] == 303
+        async with s.get(gw.url + "/admin") as response:
+            tiles = re.findall(r"<div>(.*?)</div>", _tiles(await response.text()))
+        assert len(tiles) >= 9
+        assert all(">paused<" in t for t in tiles), tiles
+
+
+def _tiles(page: str) -> str:
+    start = page.index('<div class="tiles">')
+    return page[start : page.index("<figure>", start)]

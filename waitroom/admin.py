@@ -296,14 +296,20 @@ def _live(services: Services, series: list[dict[str, Any]]) -> dict[str, Any]:
     if s is None:
         return body
     latest = series[-1] if series else {}
+    target = s.rate if s.effective_rate is None else min(s.rate, s.effective_rate)
+    factor = s.admission_rate / target if target > 0 else 1.0
     body.update(
         mode=s.mode,
         paused=s.paused,
         held=s.held,
+        # The admin's rate caps what reaches the backend; the governor may hold the
+        # target below it, and the pacer admits target x no-show factor so that the
+        # students who do come match the target. Shown side by side so they agree.
         rate=s.rate,
+        target_rate=round(target, 3),
+        noshow_factor=round(factor, 3),
         admission_rate=round(s.admission_rate, 3),
         effective_rate=s.effective_rate,
-        noshow_factor=s.noshow_factor,
         governor_reason=s.governor_reason,
         governor_at=s.governor_at,
         shown_total=s.shown,
