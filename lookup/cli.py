@@ -9,8 +9,20 @@ import time
 from pathlib import Path
 
 from lookup import importer, sample, server
+from waitroom.config import (
+    ENV_PREFIX,
+    FILE_SUFFIX,
+    MODES,
+    check_keys,
+    check_not_shared,
+    parse_keys,
+    read_secret,
+    read_secret_file,
+)
+from waitroom.errors import ConfigError
 
 _SECRET_ENV = "WAITROOM_BACKEND_SECRET"  # noqa: S105 - the setting's name, not a secret
+_GATEWAY_SECRET_ENV = "WAITROOM_SECRET_KEYS"  # noqa: S105 - the setting's name
 
 
 def _positive(text: str) -> int:
@@ -62,8 +74,15 @@ def register(commands: argparse._SubParsersAction) -> None:  # type: ignore[type
         help="no admission check (a demo without the waiting room in front)",
     )
     p.add_argument(
+        "--secret-file",
+        type=Path,
+        help=f"a file with the admission keys, one a line or comma-separated, newest "
+        f"first (default: ${_SECRET_ENV}, or the file ${_SECRET_ENV}{FILE_SUFFIX})",
+    )
+    p.add_argument(
         "--secret",
-        help=f"admission keys, comma-separated, newest first (default: ${_SECRET_ENV})",
+        help=f"deprecated, refused in production: every user sees it in `ps`; use "
+        f"${_SECRET_ENV} or --secret-file",
     )
     p.add_argument("--server", choices=server.SERVERS, default="hypercorn")
     p.add_argument("--workers", type=int, default=1, help="worker processes (default 1)")
@@ -92,9 +111,7 @@ def _run_serve(args: argparse.Namespace) -> int:
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
-    keys = server.split_keys(
-        args.secret if args.secret is not None else os.environ.get(_SECRET_ENV)
-    )
+    keys = [] if args.standalone else _admission_keys(args, os.environ)
     server.serve(
         args.db,
         keys=keys,
@@ -105,3 +122,50 @@ def _run_serve(args: argparse.Namespace) -> int:
         workers=args.workers,
     )
     return 0
+
+
+def _admission_keys(args: argparse.Namespace, environ: os._Environ[str]) -> list[str]:
+    """The backend's admission keys, checked as the gateway checks its own.
+
+    In production mode (``WAITROOM_MODE``, production unless set, as for the
+    gateway) weak keys are refused, and so is a key the gateway signs tickets with:
+    the backend must not hold what forges a place in line.
+    """
+    mode = environ.get(ENV_PREFIX + "MODE", "production")
+    if mode not in MODES:
+        raise ConfigError(ENV_PREFIX + "MODE", mode, f"must be one of {', '.join(MODES)}")
+    production = mode == "production"
+    if args.secret is not None:
+        if production:
+            raise ConfigError(
+                "--secret",
+                "<hidden>",
+                "a key on the command line is visible to every user of this machine in "
+                f"`ps`; set {_SECRET_ENV}, or put the key in a file readable only by this "
+                "service and pass --secret-file PATH",
+            )
+        logging.getLogger(__name__).warning(
+            "lookup: --secret is deprecated (every user sees it in `ps`); use %s or --secret-file",
+            _SECRET_ENV,
+        )
+        raw: str | None = args.secret
+    elif args.secret_file is not None:
+        raw = read_secret_file("--secret-file", str(args.secret_file))
+    else:
+        raw = read_secret(environ, _SECRET_ENV)
+    keys = list(parse_keys(raw or ""))
+    hint = (
+        f"set {_SECRET_ENV} (or {_SECRET_ENV}{FILE_SUFFIX}, or pass --secret-file PATH) to "
+        "the admission keys the gateway has in its own WAITROOM_BACKEND_SECRET, or pass "
+        "--standalone for a demo without the waiting room"
+    )
+    if not keys:
+        raise ConfigError(_SECRET_ENV, "", f"the backend needs its admission keys: {hint}")
+    if production:
+        check_keys(_SECRET_ENV, keys, hint)
+        try:
+            gateway_keys = read_secret(environ, _GATEWAY_SECRET_ENV)
+        except ConfigError:
+            gateway_keys = None  # the backend need not be able to read the gateway's file
+        check_not_shared(keys, parse_keys(gateway_keys or ""))
+    return keys

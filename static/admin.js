@@ -19,10 +19,26 @@
   if (!live) return;
 
   var series = [], last = 0, svg = document.getElementById("chart");
+  // Colours dark enough for 4.5:1 as text on the chart and in the legend (WCAG AA).
   var LINES = [
-    ["waiting", "#1a56db"], ["admitted_per_s", "#0e9f6e"], ["target_rate", "#9ca3af"],
-    ["arrivals_per_s", "#d97706"], ["p95_ms", "#c81e1e"]
+    ["waiting", "#1a56db"], ["admitted_per_s", "#047857"], ["admitting", "#4b5563", "4 3"],
+    ["arrivals_per_s", "#b45309"], ["p95_ms", "#c81e1e"]
   ];
+  // Samples come once a second; a longer silence (no pacer, Redis away) is a gap,
+  // and a line drawn across it would show numbers nobody measured.
+  var GAP_S = 3;
+
+  // What the pacer admitted at for a sample: the governed target, no-shows made up.
+  function admitting(p) {
+    if (p.target_rate === null || p.target_rate === undefined) return null;
+    var target = p.effective_rate === null || p.effective_rate === undefined
+      ? p.target_rate : Math.min(p.target_rate, p.effective_rate);
+    return target * Math.min(Math.max(p.noshow_factor || 1, 1), 2);
+  }
+  function value(p, key) {
+    var v = key === "admitting" ? admitting(p) : p[key];
+    return v === null || v === undefined ? null : v;
+  }
 
   function fmt(x, digits) {
     if (x === null || x === undefined) return "–";
@@ -43,18 +59,35 @@
     var parts = [];
     LINES.forEach(function (line, i) {
       var key = line[0], max = 0;
-      series.forEach(function (p) { if (p[key] > max) max = p[key]; });
-      if (key === "target_rate") {  // share the admitted line's scale
+      series.forEach(function (p) { var v = value(p, key); if (v > max) max = v; });
+      if (key === "admitting") {  // share the admitted line's scale
         series.forEach(function (p) { if (p.admitted_per_s > max) max = p.admitted_per_s; });
       }
       if (!(max > 0)) max = 1;
-      var pts = series.filter(function (p) { return p[key] !== null && p[key] !== undefined; })
-        .map(function (p) {
-          var x = w - (now - p.t) / span * w, y = h - 4 - (p[key] / max) * (h - 24);
-          return x.toFixed(1) + "," + y.toFixed(1);
-        });
-      if (pts.length) {
-        parts.push('<polyline fill="none" stroke="' + line[1] + '" stroke-width="1.5" points="' + pts.join(" ") + '"/>');
+      // One polyline per run of samples without a gap or a missing value.
+      var runs = [], run = [], prev = null;
+      series.forEach(function (p) {
+        var v = value(p, key);
+        if (v === null || (prev !== null && p.t - prev > GAP_S)) {
+          if (run.length) runs.push(run);
+          run = [];
+        }
+        prev = p.t;
+        if (v === null) return;
+        var x = w - (now - p.t) / span * w, y = h - 4 - (v / max) * (h - 24);
+        run.push([x, y]);
+      });
+      if (run.length) runs.push(run);
+      var dash = line[2] ? '" stroke-dasharray="' + line[2] : "";
+      runs.forEach(function (r) {
+        if (r.length === 1) {  // a lone sample: a dot, since a line needs two
+          parts.push('<circle data-line="' + key + '" cx="' + r[0][0].toFixed(1) + '" cy="' + r[0][1].toFixed(1) + '" r="1.5" fill="' + line[1] + '"/>');
+          return;
+        }
+        var pts = r.map(function (xy) { return xy[0].toFixed(1) + "," + xy[1].toFixed(1); });
+        parts.push('<polyline data-line="' + key + '" fill="none" stroke="' + line[1] + dash + '" stroke-width="1.5" points="' + pts.join(" ") + '"/>');
+      });
+      if (runs.length) {
         parts.push('<text x="4" y="' + (12 + 11 * i) + '" fill="' + line[1] + '" font-size="10">max ' + fmt(max, 3) + "</text>");
       }
     });
@@ -66,8 +99,11 @@
     set("rate", fmt(j.rate, 3));
     set("admitted_per_s", fmt(j.admitted_per_s, 2));
     set("admission_rate", fmt(j.admission_rate, 3));
-    set("governed", fmt(j.effective_rate === null || j.effective_rate === undefined ? j.rate : j.effective_rate, 3));
-    set("governor_reason", j.governor_reason ? j.governor_reason + (j.noshow_factor > 1 ? " · no-show factor " + fmt(j.noshow_factor, 2) : "") : "");
+    set("target_rate", fmt(j.target_rate, 3));
+    set("noshow_factor", fmt(j.noshow_factor, 3));
+    set("governor_reason", j.governor_reason || "");
+    live.classList.toggle("paused", !!j.paused);
+    live.querySelectorAll("[data-held]").forEach(function (el) { el.textContent = j.paused ? "paused" : ""; });
     set("arrivals_per_s", fmt(j.arrivals_per_s, 2));
     set("drain", j.held ? "held" : duration(j.drain_s));
     set("p50_ms", fmt(j.p50_ms));

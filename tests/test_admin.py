@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import json
 import re
 import time
 from typing import Any
@@ -22,10 +23,11 @@ from tests.e2e import (
     student,
     wait_for_credit,
 )
-from tests.gateway_support import TEST_KEYS
+from tests.gateway_support import TEST_KEYS, make_settings
 from waitroom.adminauth import MAX_FAILURES, SESSION_COOKIE, SLOW_AFTER, SLOW_DOWN_S
 from waitroom.keys import RoomKeys
 from waitroom.passwords import hash_password
+from waitroom.queue import Queue
 from waitroom.tickets import PASS_COOKIE, TICKET_COOKIE
 
 PASSWORD = "correct horse battery staple"
@@ -168,12 +170,40 @@ async def test_a_change_reaches_every_gateway_within_a_second_and_is_audited(
         async with s.get(gw.url + "/admin") as response:
             page = await response.text()
         # Audit: who (session tag, address), what, old and new values.
-        for field, old, new in [("rate", "(default)", "12.5"), ("max_active", "(default)", "77")]:
+        for field, old, new in [("rate", "5", "12.5"), ("max_active", "1000", "77")]:
             row = rf"<td>{field}</td><td>{re.escape(old)}</td><td>{re.escape(new)}</td>"
             assert re.search(row, page), field
         assert "127.0.0.1" in page
         # The mode was sent unchanged: no entry for it.
         assert "<td>mode</td>" not in page
+
+
+async def test_the_audit_records_the_value_in_force_and_the_value_as_entered(
+    gateway: GatewayFactory, redis_client: aioredis.Redis
+) -> None:
+    keys = RoomKeys("results")
+    async with gateway(**admin(rate=2.0)) as gw, student() as s:
+        await wait_for_credit(gw.url)
+        assert await login(s, gw.url) == 303
+        for rate in ("0.3", "2", "1e1"):
+            form = {"csrf": await csrf(s, gw.url), "rate": rate}
+            assert (await post(s, gw.url, "/admin/settings", form))[0] == 303
+        assert await redis_client.hget(keys.config, "rate") == b"10"
+        assert (await post(s, gw.url, "/admin/pause", {"csrf": await csrf(s, gw.url)}))[0] == 303
+        assert (await post(s, gw.url, "/admin/resume", {"csrf": await csrf(s, gw.url)}))[0] == 303
+        entries = [json.loads(e) for e in reversed(await redis_client.lrange(keys.audit, 0, -1))]
+        assert [(e["field"], e["old"], e["new"]) for e in entries] == [
+            ("rate", "2", "0.3"),
+            ("rate", "0.3", "2"),
+            ("rate", "2", "10"),
+            ("paused", "0", "1"),
+            ("paused", "1", "0"),
+        ]
+        assert all("defaults" not in e for e in entries)
+        async with s.get(gw.url + "/admin") as response:
+            page = await response.text()
+        assert "<td>rate</td><td>2</td><td>0.3</td>" in page
+        assert "(default)" not in page
 
 
 @pytest.mark.parametrize(
@@ -395,3 +425,37 @@ async def test_beyond_the_overall_failure_budget_every_login_is_slowed(
         assert (
             int(await redis_client.get(RoomKeys("results").login_failures("*"))) == SLOW_AFTER + 1
         )
+
+
+async def test_target_ceiling_and_no_show_factor_agree_and_paused_is_on_every_tile(
+    gateway: GatewayFactory, redis_client: aioredis.Redis
+) -> None:
+    async with gateway(**admin(rate=4.0)) as gw, student() as s:
+        await wait_for_credit(gw.url)
+        # The governor measured that 5 in 8 admitted students come: admit 1.6x.
+        queue = Queue(redis_client, make_settings("redis://unused"))
+        await queue.govern(None, 1.6, "62% of admitted students came", time.time())
+        assert await login(s, gw.url) == 303
+        deadline = time.monotonic() + 3
+        while (body := await live(s, gw.url))["noshow_factor"] == 1.0:
+            assert time.monotonic() < deadline, body
+            await asyncio.sleep(0.1)
+        assert (body["rate"], body["target_rate"], body["noshow_factor"]) == (4.0, 4.0, 1.6)
+        assert body["admission_rate"] == pytest.approx(body["target_rate"] * 1.6)
+        async with s.get(gw.url + "/admin") as response:
+            page = await response.text()
+        assert "ceiling" not in page  # admission runs above the admin's rate, by design
+        assert re.search(r'data-k="target_rate">4\.0</span> / <span data-k="rate">4\.0<', page)
+        assert re.search(r'data-k="noshow_factor">1\.6<', page)
+        assert re.search(r'data-k="admission_rate">6\.4<', page)
+        assert "paused" not in _tiles(page)
+        assert (await post(s, gw.url, "/admin/pause", {"csrf": await csrf(s, gw.url)}))[0] == 303
+        async with s.get(gw.url + "/admin") as response:
+            tiles = re.findall(r"<div>(.*?)</div>", _tiles(await response.text()))
+        assert len(tiles) >= 9
+        assert all(">paused<" in t for t in tiles), tiles
+
+
+def _tiles(page: str) -> str:
+    start = page.index('<div class="tiles">')
+    return page[start : page.index("<figure>", start)]

@@ -29,6 +29,20 @@ def test_good_settings_become_config_values() -> None:
     }
 
 
+def test_numbers_are_kept_as_an_admin_would_write_them() -> None:
+    changes, errors = controls.parse_settings(
+        {"rate": "2", "max_active": "300.0", "pass_ttl_s": "9e2"}
+    )
+    assert errors == []
+    assert changes == {"rate": "2", "max_active": "300", "pass_ttl_s": "900"}
+    assert [controls.number_text(x) for x in (2.0, 0.30, 12.5, 1e-3)] == [
+        "2",
+        "0.3",
+        "12.5",
+        "0.001",
+    ]
+
+
 def test_every_bad_value_is_reported_with_the_value() -> None:
     _, errors = controls.parse_settings(
         {"rate": "0", "max_active": "lots", "pass_ttl_s": "1e9", "mode": "x"}

@@ -178,10 +178,11 @@ async def test_redis_dies_mid_spike_and_comes_back(backend: Any, restart: str) -
 @contextlib.contextmanager
 def _backend_process(db: Path, port: int) -> Any:
     env = {k: v for k, v in os.environ.items() if not k.startswith("WAITROOM_")}
+    env["WAITROOM_BACKEND_SECRET"] = BACKEND_KEYS[0]  # never on the command line (`ps`)
     process = subprocess.Popen(
         [
             *(sys.executable, "-m", "waitroom", "lookup", "serve"),
-            *("--db", str(db), "--port", str(port), "--secret", BACKEND_KEYS[0]),
+            *("--db", str(db), "--port", str(port)),
         ],
         env=env,
         stdout=subprocess.DEVNULL,

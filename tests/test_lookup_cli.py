@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import os
+import secrets
 from pathlib import Path
 
 import pytest
@@ -30,6 +32,66 @@ def test_serve_refuses_without_a_secret(
     assert "WAITROOM_BACKEND_SECRET" in err and "--standalone" in err
 
 
+@pytest.fixture
+def db(tmp_path: Path) -> Path:
+    out, db = tmp_path / "s.csv", tmp_path / "r.sqlite3"
+    main(["lookup", "sample", "--students", "10", "--out", str(out)])
+    main(["lookup", "import", str(out), "--db", str(db)])
+    return db
+
+
+@pytest.fixture
+def clean_env(monkeypatch: pytest.MonkeyPatch) -> pytest.MonkeyPatch:
+    for name in list(os.environ):
+        if name.startswith("WAITROOM_"):
+            monkeypatch.delenv(name)
+    return monkeypatch
+
+
+def test_serve_refuses_a_secret_on_the_command_line_in_production(
+    db: Path, clean_env: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    key = secrets.token_urlsafe(32)
+    assert main(["lookup", "serve", "--db", str(db), "--secret", key]) == 2
+    err = capsys.readouterr().err
+    assert "--secret" in err and "`ps`" in err and "--secret-file" in err
+    assert key not in err
+
+
+@pytest.mark.parametrize("weak", ["x", "aaaaaaaaaaaaaaaa", "change-me"])
+def test_serve_refuses_a_weak_secret_in_production(
+    db: Path, clean_env: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], weak: str
+) -> None:
+    clean_env.setenv("WAITROOM_BACKEND_SECRET", weak)
+    assert main(["lookup", "serve", "--db", str(db)]) == 2
+    err = capsys.readouterr().err
+    assert "WAITROOM_BACKEND_SECRET" in err and "secrets.token_urlsafe(32)" in err
+    assert repr(weak) not in err
+
+
+def test_serve_refuses_the_gateways_own_key(
+    db: Path,
+    clean_env: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    tmp_path: Path,
+) -> None:
+    shared = secrets.token_urlsafe(32)
+    (tmp_path / "gateway-keys").write_text(f"{secrets.token_urlsafe(32)}\n{shared}\n")
+    clean_env.setenv("WAITROOM_SECRET_KEYS_FILE", str(tmp_path / "gateway-keys"))
+    clean_env.setenv("WAITROOM_BACKEND_SECRET", shared)
+    assert main(["lookup", "serve", "--db", str(db)]) == 2
+    err = capsys.readouterr().err
+    assert "WAITROOM_BACKEND_SECRET" in err and "of its own" in err and shared not in err
+
+
+def test_serve_names_an_unreadable_secret_file(
+    db: Path, clean_env: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    missing = tmp_path / "nope"
+    assert main(["lookup", "serve", "--db", str(db), "--secret-file", str(missing)]) == 2
+    assert f"--secret-file={str(missing)!r}: cannot read" in capsys.readouterr().err
+
+
 def test_serve_refuses_a_missing_database(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -50,7 +112,6 @@ def test_import_of_a_missing_file_is_a_clean_error(
 def test_serve_runs_workers_and_checks_admission(tmp_path: Path, server: str) -> None:
     import contextlib
     import json
-    import os
     import signal
     import subprocess
     import sys
@@ -64,8 +125,10 @@ def test_serve_runs_workers_and_checks_admission(tmp_path: Path, server: str) ->
     out, db = tmp_path / "s.csv", tmp_path / "r.sqlite3"
     assert main(["lookup", "sample", "--students", "50", "--out", str(out)]) == 0
     assert main(["lookup", "import", str(out), "--db", str(db)]) == 0
-    port, secret = free_port(), "serve-test-secret-0123456789"
-    env = {**os.environ, "WAITROOM_BACKEND_SECRET": secret}
+    port, secret = free_port(), secrets.token_urlsafe(32)
+    key_file = tmp_path / "backend-key"
+    key_file.write_text(secret + "\n")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("WAITROOM_")}
     command = [
         sys.executable,
         "-m",
@@ -80,6 +143,8 @@ def test_serve_runs_workers_and_checks_admission(tmp_path: Path, server: str) ->
         server,
         "--workers",
         "2",
+        "--secret-file",
+        str(key_file),
     ]
     # Its own process group: whatever happens, its workers are stopped with it.
     process = subprocess.Popen(

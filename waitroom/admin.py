@@ -9,6 +9,7 @@ gateway worker at its next view refresh (a quarter of a second by default).
 from __future__ import annotations
 
 import json
+import logging
 import math
 import time
 from typing import Any
@@ -19,15 +20,19 @@ from werkzeug.wrappers.response import Response as WerkzeugResponse
 from waitroom import controls, release
 from waitroom.adminauth import (
     LOGIN_COOKIE,
+    MAX_FAILURES,
     SESSION_COOKIE,
     Session,
     same,
     verify_password_async,
 )
 from waitroom.errors import StoreUnavailable
+from waitroom.limits import client_address, parse_networks
 from waitroom.queue import RoomState
 from waitroom.services import Services
 from waitroom.telemetry import read_series
+
+log = logging.getLogger(__name__)
 
 AUDIT_LEN = 500
 AUDIT_SHOWN = 50
@@ -47,8 +52,13 @@ def admin_blueprint(services: Services) -> Blueprint:
     def enabled() -> bool:
         return bool(settings.admin_password_hash)
 
+    trusted = parse_networks(settings.trusted_proxies)
+
     def address() -> str:
-        return request.remote_addr or "unknown"
+        # The client as the join limit sees it: behind a trusted balancer the
+        # balancer's address would let any student lock the admin out.
+        forwarded = [v.encode("latin-1") for v in request.headers.getlist("X-Forwarded-For")]
+        return client_address(request.remote_addr, forwarded, trusted)
 
     async def session() -> Session | None:
         return await auth.load(request.cookies.get(SESSION_COOKIE))
@@ -90,11 +100,27 @@ def admin_blueprint(services: Services) -> Blueprint:
         form = await request.form
         who = address()
         if not auth.login_token_ok(form.get("csrf"), request.cookies.get(LOGIN_COOKIE)):
+            log.warning(
+                "waitroom: admin login refused from %s: the login form's token was missing, "
+                "expired or not this page's (a cross-site post, or a stale tab)",
+                who,
+            )
             return await _login_page(
                 services, "The form expired or was not sent from this page; try again.", 400
             )
-        locked = await auth.locked_for(who)
-        if locked:
+        # Counted before the password is checked, atomically: parallel guesses
+        # cannot all read a count below the limit.
+        attempt = await auth.attempt(who)
+        if not attempt.allowed:
+            locked = attempt.retry_after_s
+            if attempt.first_refused:
+                log.warning(
+                    "waitroom: admin login refused from %s: locked out for %d s after "
+                    "%d failed logins",
+                    who,
+                    locked,
+                    MAX_FAILURES,
+                )
             locked_page = await _login_page(
                 services,
                 f"Too many failed logins from {who}. Try again in {locked // 60 + 1} min.",
@@ -102,12 +128,13 @@ def admin_blueprint(services: Services) -> Blueprint:
             )
             locked_page.headers["Retry-After"] = str(locked)
             return locked_page
-        await auth.slow_down()
+        await auth.slow_down(attempt)
         if not await verify_password_async(form.get("password", ""), settings.admin_password_hash):
-            await auth.failed(who)
+            log.warning("waitroom: admin login failed from %s: wrong password", who)
             return await _login_page(services, "Wrong password.", 401)
         await auth.succeeded(who)
-        _, token = await auth.start(who)
+        session_, token = await auth.start(who)
+        log.info("waitroom: admin logged in from %s (session %s)", who, session_.tag)
         response: Reply = redirect("/admin", 303)
         response.set_cookie(
             SESSION_COOKIE,
@@ -158,8 +185,23 @@ def admin_blueprint(services: Services) -> Blueprint:
 
     # -- controls ----------------------------------------------------------------------
 
+    # What each control is while the config hash has no value for it (configure.lua
+    # records these as the old value, so the audit shows what an admin replaced).
+    defaults = {
+        "rate": controls.number_text(settings.rate),
+        "max_active": str(settings.max_active),
+        "pass_ttl_s": str(settings.pass_ttl_s),
+        "mode": "queue",
+        "paused": "0",
+    }
+
     async def change(current: Session, changes: dict[str, str]) -> Reply:
-        meta = {"at": round(time.time(), 3), "session": current.tag, "address": address()}
+        meta = {
+            "at": round(time.time(), 3),
+            "session": current.tag,
+            "address": address(),
+            "defaults": defaults,
+        }
         done = await services.queue.configure(changes, meta, AUDIT_LEN)
         if not done.ok:
             error = controls.FieldError(
@@ -254,14 +296,20 @@ def _live(services: Services, series: list[dict[str, Any]]) -> dict[str, Any]:
     if s is None:
         return body
     latest = series[-1] if series else {}
+    target = s.rate if s.effective_rate is None else min(s.rate, s.effective_rate)
+    factor = s.admission_rate / target if target > 0 else 1.0
     body.update(
         mode=s.mode,
         paused=s.paused,
         held=s.held,
+        # The admin's rate caps what reaches the backend; the governor may hold the
+        # target below it, and the pacer admits target x no-show factor so that the
+        # students who do come match the target. Shown side by side so they agree.
         rate=s.rate,
+        target_rate=round(target, 3),
+        noshow_factor=round(factor, 3),
         admission_rate=round(s.admission_rate, 3),
         effective_rate=s.effective_rate,
-        noshow_factor=s.noshow_factor,
         governor_reason=s.governor_reason,
         governor_at=s.governor_at,
         shown_total=s.shown,
@@ -303,7 +351,7 @@ async def _dashboard(
     for entry in entries:
         for side in ("old", "new"):
             if entry.get(side) == "":
-                entry[side] = "(default)"
+                entry[side] = "(none)"
         if entry.get("field") == "release_at":
             for side in ("old", "new"):
                 if str(entry.get(side) or "").isdigit():

@@ -7,8 +7,12 @@
   cookie dies with the session. Each login makes a new session id (no fixation).
 - Every state-changing request carries the session's CSRF token, compared in
   constant time. The login form has its own token (a signed double-submit cookie).
-- Failed logins are counted per address and overall in Redis (per-address
-  lock-out, overall slow-down), so guessing is slow across every gateway node.
+- Login attempts are counted per address and overall in Redis before the
+  password is checked, in one atomic step (``login.lua``): at most
+  ``MAX_FAILURES`` checks per address per window however many guesses arrive at
+  once, and an overall slow-down, across every gateway node. The address is the
+  client as the join limit sees it (``waitroom.limits.client_address``), so
+  behind a trusted balancer one student cannot lock everyone out.
 """
 
 from __future__ import annotations
@@ -21,7 +25,8 @@ import secrets
 import time
 from collections.abc import Awaitable
 from dataclasses import dataclass
-from typing import TypeVar
+from importlib import resources
+from typing import Any, TypeVar
 
 import redis.asyncio as aioredis
 from itsdangerous import BadData, URLSafeTimedSerializer
@@ -34,8 +39,9 @@ T = TypeVar("T")
 
 SESSION_COOKIE = "wr_admin"
 LOGIN_COOKIE = "wr_admin_login"
-# Failed logins: per address, locked out after MAX_FAILURES within the window;
-# overall, every attempt beyond SLOW_AFTER failures waits SLOW_DOWN_S first.
+# Login attempts: per address, at most MAX_FAILURES password checks within the
+# window (a success clears the count); overall, every attempt beyond SLOW_AFTER
+# checks waits SLOW_DOWN_S first.
 FAILURE_WINDOW_S = 15 * 60
 MAX_FAILURES = 5
 SLOW_AFTER = 50
@@ -47,6 +53,26 @@ def same(a: str | None, b: str | None) -> bool:
     if not a or not b:
         return False
     return hmac.compare_digest(a.encode(), b.encode())
+
+
+@dataclass(frozen=True)
+class Attempt:
+    """A login attempt, counted: whether its password may be checked."""
+
+    allowed: bool
+    retry_after_s: int  # while locked out
+    # Allowed: password checks from every address before this one in the window;
+    # refused: attempts from this address in the window (this one included).
+    count: int
+
+    @property
+    def slowed(self) -> bool:
+        return self.allowed and self.count >= SLOW_AFTER
+
+    @property
+    def first_refused(self) -> bool:
+        """The attempt that found the lock-out (later ones are not worth a log line)."""
+        return not self.allowed and self.count == MAX_FAILURES + 1
 
 
 @dataclass(frozen=True)
@@ -76,6 +102,8 @@ class AdminAuth:
         signing = list(reversed(secret_keys))  # itsdangerous signs with the last
         self._sessions = URLSafeTimedSerializer(signing, salt="waitroom.admin.session")
         self._login = URLSafeTimedSerializer(signing, salt="waitroom.admin.login")
+        source = resources.files("waitroom").joinpath("lua", "login.lua").read_text("utf-8")
+        self._login_script = client.register_script(source)
 
     # -- sessions -----------------------------------------------------------------
 
@@ -128,27 +156,18 @@ class AdminAuth:
 
     # -- throttle -------------------------------------------------------------------
 
-    async def locked_for(self, address: str) -> int:
-        """Seconds until ``address`` may try again (0: it may now)."""
-        key = self.keys.login_failures(address)
-        failures = await self._redis("read failures", self.client.get(key))
-        if failures is None or int(failures) < MAX_FAILURES:
-            return 0
-        ttl = await self._redis("read failures", self.client.ttl(key))
-        return max(1, int(ttl))
+    async def attempt(self, address: str) -> Attempt:
+        """Count a login attempt from ``address`` before its password is checked."""
+        keys = [self.keys.login_failures(address), self.keys.login_failures("*")]
+        reply: list[Any] = await self._redis(
+            "count login", self._login_script(keys=keys, args=[FAILURE_WINDOW_S, MAX_FAILURES])
+        )
+        allowed, retry_after_s, count = (int(x) for x in reply)
+        return Attempt(bool(allowed), retry_after_s, count)
 
-    async def slow_down(self) -> None:
-        overall = await self._redis("read failures", self.client.get(self.keys.login_failures("*")))
-        if overall is not None and int(overall) >= SLOW_AFTER:
+    async def slow_down(self, attempt: Attempt) -> None:
+        if attempt.slowed:
             await asyncio.sleep(SLOW_DOWN_S)
-
-    async def failed(self, address: str) -> None:
-        async with self.client.pipeline(transaction=True) as pipe:
-            for who in (address, "*"):
-                key = self.keys.login_failures(who)
-                pipe.incr(key)
-                pipe.expire(key, FAILURE_WINDOW_S, nx=True)
-            await self._redis("count failure", pipe.execute())
 
     async def succeeded(self, address: str) -> None:
         await self._redis("clear failures", self.client.delete(self.keys.login_failures(address)))

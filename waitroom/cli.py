@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import sys
 from collections.abc import Sequence
 from typing import Any
 
-from waitroom.config import Settings
+from waitroom.config import ENV_PREFIX, FILE_SUFFIX, Settings
 from waitroom.errors import WaitroomError
 
 # Flags of `waitroom serve`: each maps to the Settings field of the same name.
@@ -39,8 +40,11 @@ def build_parser() -> argparse.ArgumentParser:
         "serve",
         help="run the gateway",
         description="Run the gateway. Every flag may also be given as WAITROOM_<FLAG> "
-        "(for example WAITROOM_RATE=50); secrets only as variables: "
-        "WAITROOM_SECRET_KEYS and WAITROOM_BACKEND_SECRET (comma-separated, newest first).",
+        "(for example WAITROOM_RATE=50); secrets never as flags (a command line is "
+        "visible to every user in `ps`), only as variables or files: "
+        "WAITROOM_SECRET_KEYS and WAITROOM_BACKEND_SECRET (comma-separated, newest first), "
+        "or WAITROOM_SECRET_KEYS_FILE and WAITROOM_BACKEND_SECRET_FILE (a file with the "
+        "keys, one a line or comma-separated).",
     )
     for flag, kind, text in _SERVE_FLAGS:
         serve.add_argument(flag, type=kind, help=text)
@@ -95,7 +99,12 @@ def _serve(args: argparse.Namespace) -> int:
         name = flag.lstrip("-").replace("-", "_")
         overrides[name] = getattr(args, name)
     settings = Settings.from_env(**overrides)  # validates; raises ConfigError
-    os.environ.update(settings.to_env())  # the workers build their app from these
+    # The workers build their app from the variables; the secrets read from files
+    # are among them, so the file settings would only say the same thing twice.
+    for spec in dataclasses.fields(settings):
+        if spec.metadata.get("secret"):
+            os.environ.pop(ENV_PREFIX + spec.name.upper() + FILE_SUFFIX, None)
+    os.environ.update(settings.to_env())
     print(
         f"waitroom: gateway on http://{settings.host}:{settings.port} "
         f"({settings.server}, {settings.workers} worker(s), room {settings.room!r}, "

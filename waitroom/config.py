@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import dataclasses
 import ipaddress
+import math
 import os
 import re
 import zoneinfo
-from collections.abc import Callable, Mapping
+from collections import Counter
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -24,10 +26,103 @@ MODES = ("production", "demo", "test")
 # Known-bad secrets: the demo's and the documentation's examples.
 DEFAULT_SECRETS = frozenset({"", "change-me", "changeme", "secret", "waitroom-demo-secret"})
 _ROOM_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,39}$")
+# A secret may come from WAITROOM_<NAME> or from a file named by WAITROOM_<NAME>_FILE
+# (a mounted secret, readable only by the service): never from a command line,
+# which every user of the machine sees in `ps`.
+FILE_SUFFIX = "_FILE"
+# Production keys: at least this long, and at least this many bits by the count of
+# their characters (length x Shannon entropy of the character frequencies). The
+# estimate only catches the lazy: "aaaaaaaaaaaaaaaa" scores 0, "abcdabcdabcdabcd"
+# 32, "0123456789abcdef" 64, while secrets.token_urlsafe(16) scores 75 or more
+# and token_urlsafe(32) 180 or more.
+MIN_KEY_LENGTH = 16
+MIN_KEY_BITS = 72
+KEY_RECIPE = "python -c 'import secrets;print(secrets.token_urlsafe(32))'"
 
 
-def _keys(value: str) -> tuple[str, ...]:
-    return tuple(part.strip() for part in value.split(",") if part.strip())
+def parse_keys(value: str) -> tuple[str, ...]:
+    # Commas, or one key a line in a file.
+    return tuple(part.strip() for part in re.split(r"[,\n]", value) if part.strip())
+
+
+def estimated_bits(key: str) -> float:
+    """A key's length times the Shannon entropy of its character frequencies."""
+    counts = Counter(key)
+    n = len(key)
+    return -sum(c * math.log2(c / n) for c in counts.values())
+
+
+def weak_key_problem(key: str) -> str:
+    """Why ``key`` is too weak for production ("" if it is not); never the key."""
+    if key in DEFAULT_SECRETS:
+        return "is a known example value"
+    if len(key) < MIN_KEY_LENGTH:
+        return f"has fewer than {MIN_KEY_LENGTH} characters"
+    if estimated_bits(key) < MIN_KEY_BITS:
+        return "repeats too few different characters to be hard to guess"
+    return ""
+
+
+def check_keys(setting: str, keys: Sequence[str], hint: str) -> None:
+    """Refuse production keys that are missing or weak, naming which one and why."""
+    if not keys:
+        raise ConfigError(setting, "", f"production needs at least one key; {hint}")
+    for i, key in enumerate(keys, start=1):
+        problem = weak_key_problem(key)
+        if problem:
+            which = f"key {i} of {len(keys)}" if len(keys) > 1 else "the key"
+            raise ConfigError(
+                setting,
+                "<hidden>",
+                f"{which} {problem}. Production needs random keys of at least "
+                f"{MIN_KEY_LENGTH} characters; make one with: {KEY_RECIPE}",
+            )
+
+
+def check_not_shared(backend_keys: Sequence[str], gateway_keys: Sequence[str]) -> None:
+    """The backend's keys must not sign tickets: a leak there would forge places."""
+    if set(backend_keys) & set(gateway_keys):
+        raise ConfigError(
+            ENV_PREFIX + "BACKEND_SECRET",
+            "<hidden>",
+            "a key is also in WAITROOM_SECRET_KEYS: the lookup backend holds this key, "
+            "so anyone who reads it there could sign tickets and passes for the gateway. "
+            f"Give the backend a key of its own (make one with: {KEY_RECIPE}) and set it "
+            "on both the gateway and the backend",
+        )
+
+
+def read_secret(environ: Mapping[str, str], name: str) -> str | None:
+    """The value of secret setting ``name`` from the environment or its ``_FILE``."""
+    path = environ.get(name + FILE_SUFFIX)
+    if path is None:
+        return environ.get(name)
+    if environ.get(name):
+        raise ConfigError(
+            name + FILE_SUFFIX,
+            path,
+            f"{name} is set too: set one of them (the file keeps the secret out of the "
+            "environment of every process this one starts)",
+        )
+    return read_secret_file(name + FILE_SUFFIX, path)
+
+
+def read_secret_file(setting: str, path: str) -> str:
+    """A secret file's text, stripped; errors name ``setting`` and the path."""
+    try:
+        with open(path, encoding="utf-8") as handle:
+            text = handle.read().strip()
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) else "not UTF-8 text"
+        raise ConfigError(
+            setting,
+            path,
+            f"cannot read the secret file ({reason}); give the path of a file that this "
+            "service's user can read and nobody else can",
+        ) from None
+    if not text:
+        raise ConfigError(setting, path, f"the secret file is empty; put a key in it: {KEY_RECIPE}")
+    return text
 
 
 def _networks(value: str) -> tuple[str, ...]:
@@ -55,14 +150,21 @@ def _bool(value: str) -> bool:
     raise ValueError("expected one of 1/0, true/false, yes/no, on/off")
 
 
+_AUTO: Any = None
+
+
 @dataclass(frozen=True)
 class Settings:
     """All gateway settings. Field metadata names the parser used for env values."""
 
     mode: str = field(default="production", metadata={"help": "production, demo or test"})
     # Newest first: the first key signs, every key verifies (rotation).
-    secret_keys: tuple[str, ...] = field(default=(), repr=False, metadata={"parse": _keys})
-    backend_secret: tuple[str, ...] = field(default=(), repr=False, metadata={"parse": _keys})
+    secret_keys: tuple[str, ...] = field(
+        default=(), repr=False, metadata={"parse": parse_keys, "secret": True}
+    )
+    backend_secret: tuple[str, ...] = field(
+        default=(), repr=False, metadata={"parse": parse_keys, "secret": True}
+    )
     redis_url: str = "redis://127.0.0.1:6379/0"
     backend_url: str = "http://127.0.0.1:8081"
     room: str = "results"
@@ -76,7 +178,9 @@ class Settings:
     ticket_ttl_s: int = 12 * 3600
     # HTTP status of the waiting page: 200 keeps crawlers and proxies calm.
     waiting_status: int = 200
-    cookie_secure: bool = False
+    # Secure cookies: on in production unless set (None until __post_init__ decides),
+    # because a ticket or admin session sent over plain HTTP can be copied.
+    cookie_secure: bool = _AUTO
     # How often each worker re-reads the frontier (the only Redis read for waiting).
     refresh_interval_s: float = 0.25
     pacer_tick_s: float = 0.1
@@ -92,7 +196,7 @@ class Settings:
     noshow_compensation: bool = True
     # The admin page's password, as `waitroom hash-password` prints it; empty
     # turns the admin page off (demo mode makes a random password instead).
-    admin_password_hash: str = field(default="", repr=False)
+    admin_password_hash: str = field(default="", repr=False, metadata={"secret": True})
     admin_session_ttl_s: int = 8 * 3600
     host: str = "127.0.0.1"
     port: int = 8080
@@ -120,6 +224,8 @@ class Settings:
     trusted_proxies: tuple[str, ...] = field(default=(), metadata={"parse": _networks})
 
     def __post_init__(self) -> None:
+        if self.cookie_secure is _AUTO:
+            object.__setattr__(self, "cookie_secure", self.mode == "production")
         _check(self)
 
     @property
@@ -150,8 +256,9 @@ class Settings:
         values: dict[str, Any] = {}
         for spec in dataclasses.fields(cls):
             name = ENV_PREFIX + spec.name.upper()
-            if name in environ:
-                values[spec.name] = _parse(spec, name, environ[name])
+            raw = read_secret(environ, name) if spec.metadata.get("secret") else environ.get(name)
+            if raw is not None:
+                values[spec.name] = _parse(spec, name, raw)
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**values)
 
@@ -302,19 +409,16 @@ def _check(s: Settings) -> None:
         except ValueError:
             need(False, "trusted_proxies", proxy, "must be IP addresses or CIDR networks")
     hints = {
-        "secret_keys": "generate one with: "
-        "python -c 'import secrets; print(secrets.token_urlsafe(32))'",
-        "backend_secret": "use the lookup backend's WAITROOM_BACKEND_SECRET",
+        "secret_keys": f"set WAITROOM_SECRET_KEYS or WAITROOM_SECRET_KEYS_FILE; make a key "
+        f"with: {KEY_RECIPE}",
+        "backend_secret": "use the lookup backend's WAITROOM_BACKEND_SECRET (or "
+        "WAITROOM_BACKEND_SECRET_FILE)",
     }
     for name, hint in hints.items():
         keys: tuple[str, ...] = getattr(s, name)
         if s.production:
-            weak = [k for k in keys if k in DEFAULT_SECRETS or len(k) < 16]
-            need(
-                bool(keys) and not weak,
-                name,
-                "<hidden>",
-                f"production needs keys of at least 16 characters, none a default; {hint}",
-            )
+            check_keys(ENV_PREFIX + name.upper(), keys, hint)
         else:
             need(bool(keys), name, "", f"at least one key is needed; {hint}")
+    if s.production:
+        check_not_shared(s.backend_secret, s.secret_keys)

@@ -58,7 +58,7 @@ def parse_settings(form: Mapping[str, str]) -> tuple[dict[str, str], list[FieldE
                 FieldError(field, raw, f"{label} must be between {low:g} and {high:g}; got {text}")
             )
             return
-        changes[field] = str(int(value)) if whole else repr(value)
+        changes[field] = number_text(value)
 
     number("rate", "Admission rate (people per second)", 0.001, MAX_RATE, whole=False)
     number("max_active", "Max active passes", 1, MAX_ACTIVE, whole=True)
@@ -85,6 +85,14 @@ def parse_settings(form: Mapping[str, str]) -> tuple[dict[str, str], list[FieldE
             else:
                 changes[field] = text
     return changes, errors
+
+
+def number_text(value: float) -> str:
+    """A number as the config and the audit log keep it: "2" for 2.0, "12.5" as typed,
+    so an admin reads back what they entered, not Python's float spelling."""
+    if value == int(value) and abs(value) < 1e15:
+        return str(int(value))
+    return repr(value)
 
 
 def parse_release(

@@ -5,7 +5,10 @@
 --                        banner_hi, release_at, release_seed, release_base)
 -- KEYS[2]  audit list   (newest first, JSON entries)
 -- KEYS[3]  state hash   (seq, frontier, released_n)
--- ARGV[1]  JSON object merged into every audit entry (at, session, address)
+-- ARGV[1]  JSON object merged into every audit entry (at, session, address); its
+--          member "defaults", if any, is not merged: it maps a field to the value in
+--          force while the field is absent (the gateway's setting), so the audit
+--          records the value an admin actually replaced, not an empty string
 -- ARGV[2]  audit log length kept
 -- ARGV[3]  seed for a new scheduled release (used only if this change starts one)
 -- ARGV[4..] field, value pairs; an empty value removes the field (the default)
@@ -20,17 +23,26 @@
 -- its unadmitted students depend on it.
 
 local meta = cjson.decode(ARGV[1])
+local defaults = meta.defaults or {}
+meta.defaults = nil
 local changes = {}
 
+local function effective(field, raw)
+  if raw == '' then return defaults[field] or '' end
+  return raw
+end
+
 local function set(field, value)
-  local old = redis.call('HGET', KEYS[1], field) or ''
-  if old == value then return end
+  local raw = redis.call('HGET', KEYS[1], field) or ''
+  if raw == value then return end
   if value == '' then
     redis.call('HDEL', KEYS[1], field)
   else
     redis.call('HSET', KEYS[1], field, value)
   end
-  changes[#changes + 1] = {field, old, value}
+  local old, new = effective(field, raw), effective(field, value)
+  -- Writing down the default explicitly changes nothing in force: no entry.
+  if old ~= new then changes[#changes + 1] = {field, old, new} end
 end
 
 for i = 4, #ARGV, 2 do
