@@ -3,7 +3,9 @@
 The server itself is started by ``waitroom.server.run``, the same runner as the
 gateway's (listen backlog 2048, uvloop workers, granian as an option). The app is
 built in the worker from ``WAITROOM_LOOKUP_*`` variables by :func:`app_from_env`,
-so any number of workers each open their own read-only connection.
+so any number of workers each open their own read-only connection. The runner
+replaces a worker that dies and ends every worker when this process dies, even by
+SIGKILL, so a killed backend never leaves a worker answering on its port.
 """
 
 from __future__ import annotations

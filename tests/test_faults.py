@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import os
 import subprocess
 import sys
@@ -28,6 +29,7 @@ from tests.e2e import JSON, candidate_form, student, wait_for_credit
 from tests.gateway_processes import kill_node, node_env, start_node, stop_node, wait_up
 from tests.gateway_support import BACKEND_KEYS, make_settings
 from tests.servers import free_port, serving
+from waitroom import tickets
 from waitroom.app import create_app
 from waitroom.embedded_redis import EmbeddedRedis
 from waitroom.keys import RoomKeys
@@ -503,3 +505,97 @@ async def test_nodes_with_skewed_clocks_admit_by_redis_time_and_honour_each_othe
             for s in crowd:
                 await s.close()
         seen.check({200, 202})
+
+
+# -- what an empty Redis forgets ------------------------------------------------------
+
+
+async def test_an_empty_redis_forgets_spent_tickets_and_used_lookups_once(backend: Any) -> None:
+    """The documented limit of "Redis back empty" (README, beside the fault table).
+
+    The marks that a ticket was traded and the lookup counts per pass live only in
+    Redis. After Redis comes back empty, a copy of a spent ticket buys one more pass
+    and a used-up pass gets a fresh allowance; each only once per loss of data, as
+    the new marks are kept again, and the pass still ends when it was going to.
+    """
+    limit = 2
+    with EmbeddedRedis() as server:
+        settings = make_settings(server.url, rate=2.0, backend_url=backend.url)
+        settings = dataclasses.replace(settings, pass_max_lookups=limit)
+        async with (
+            serving(create_app(settings)) as gw,
+            aiohttp.ClientSession(cookie_jar=aiohttp.DummyCookieJar()) as bare,
+        ):
+            await wait_for_credit(gw.url)
+            crowd = [student() for _ in range(4)]
+            try:
+                for s in crowd:  # the first is let in at once; the others wait in line
+                    await _ask_json(s, gw.url + "/")
+                last = crowd[-1]
+                ticket = _cookie(last, tickets.TICKET_COOKIE)
+                deadline = time.monotonic() + 15
+                while (await _ask_json(last, gw.url + "/"))[1]["state"] != "admitted":
+                    assert time.monotonic() < deadline, "never admitted"
+                    await asyncio.sleep(0.2)
+                pass_token = _cookie(last, PASS_COOKIE)
+            finally:
+                for s in crowd:
+                    await s.close()
+
+            async def replay_ticket() -> str:
+                copy = (tickets.TICKET_COOKIE, ticket)
+                _, body = await _ask_json(bare, gw.url + "/", cookie=copy)
+                return str(body["state"])
+
+            async def look_up() -> int:
+                code, _ = await _ask_json(
+                    bare,
+                    gw.url + "/api/result",
+                    cookie=(PASS_COOKIE, pass_token),
+                    json=candidate_form(1),
+                )
+                return code
+
+            # Before the fault: a copy of the spent ticket is a new place at the
+            # back, and the pass's lookups are used up.
+            assert await replay_ticket() != "admitted"
+            assert [await look_up() for _ in range(limit + 1)] == [200] * limit + [429]
+
+            server.kill()  # a crash: nothing saved
+            server.start()
+            # Joins restore the line. Until every pooled Redis connection has been
+            # replaced, a call may fail, and spending and counting fail open: wait
+            # until a burst of joins all succeed, so what follows is the steady state.
+            deadline = time.monotonic() + 15
+            while True:
+                burst = [_ask_json(bare, gw.url + "/") for _ in range(20)]
+                if all(code != 503 for code, _ in await asyncio.gather(*burst)):
+                    break
+                assert time.monotonic() < deadline, "the line was never restored"
+                await asyncio.sleep(0.2)
+
+            # After it, once: the copy buys a pass, the used-up pass looks up again.
+            assert await replay_ticket() == "admitted"
+            assert await replay_ticket() != "admitted"
+            assert [await look_up() for _ in range(limit + 1)] == [200] * limit + [429]
+
+
+def _cookie(session: aiohttp.ClientSession, name: str) -> str:
+    return next(c.value for c in session.cookie_jar if c.key == name)
+
+
+async def _ask_json(
+    session: aiohttp.ClientSession,
+    url: str,
+    *,
+    cookie: tuple[str, str] | None = None,
+    json: dict[str, str] | None = None,
+) -> tuple[int, Any]:
+    headers = dict(JSON)
+    if cookie is not None:
+        headers["Cookie"] = f"{cookie[0]}={cookie[1]}"
+    method = session.post if json is not None else session.get
+    async with method(url, headers=headers, json=json) as response:
+        body = await response.json(content_type=None) if response.content_length != 0 else {}
+        assert response.status in (200, 202, 429, 503), (url, response.status, body)
+        return response.status, body

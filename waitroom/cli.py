@@ -62,6 +62,12 @@ def build_parser() -> argparse.ArgumentParser:
         default=2.0,
         help="admissions per second (default 2, so the line is visible)",
     )
+    demo.add_argument(
+        "--crowd",
+        type=int,
+        default=0,
+        help="keep this many simulated students in line, so the line moves (default 0)",
+    )
     demo.add_argument("--data-dir", default="data", help="where the sample data is kept")
     demo.set_defaults(run=_demo)
 
@@ -124,7 +130,13 @@ def _serve(args: argparse.Namespace) -> int:
 def _demo(args: argparse.Namespace) -> int:
     from waitroom import demo
 
-    return demo.run(port=args.port, students=args.students, rate=args.rate, data_dir=args.data_dir)
+    return demo.run(
+        port=args.port,
+        students=args.students,
+        rate=args.rate,
+        data_dir=args.data_dir,
+        crowd=args.crowd,
+    )
 
 
 def _hash_password(args: argparse.Namespace) -> int:

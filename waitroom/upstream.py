@@ -11,6 +11,14 @@ malformed answer) raise ``UpstreamError``, and a connection in an unknown state 
 never pooled again. A request sent on a pooled connection that the backend had
 already closed is retried once on a new connection: the forwarded routes are
 lookups, safe to repeat.
+
+HTTP/1.1 answers carry no request id: a connection is only as trustworthy as its
+framing. If a backend ever sends more than it declared (a wrong Content-Length, a
+second answer, bytes while nobody asked), the surplus would be read as the *next*
+request's answer on that connection, and every later student on it would get the
+previous one's marksheet. So every byte received is counted against every byte
+the parser took: an answer followed by surplus is refused, and a connection with
+anything unread is never pooled or reused.
 """
 
 from __future__ import annotations
@@ -43,7 +51,53 @@ class UpstreamResponse:
     body: bytes
 
 
-_Conn = tuple[asyncio.StreamReader, asyncio.StreamWriter]
+class _CountingProtocol(asyncio.StreamReaderProtocol):
+    """Counts what arrives, so a connection can prove it holds nothing unread."""
+
+    received = 0
+
+    def data_received(self, data: bytes) -> None:
+        self.received += len(data)
+        super().data_received(data)
+
+
+class _Conn:
+    """A connection whose reads are counted; clean when nothing is left unread."""
+
+    __slots__ = ("consumed", "protocol", "reader", "writer")
+
+    def __init__(
+        self,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        protocol: _CountingProtocol,
+    ) -> None:
+        self.reader = reader
+        self.writer = writer
+        self.protocol = protocol
+        self.consumed = 0
+
+    def clean(self) -> bool:
+        return (
+            self.protocol.received == self.consumed
+            and not self.reader.at_eof()
+            and not self.writer.is_closing()
+        )
+
+    async def readuntil(self, separator: bytes) -> bytes:
+        data = await self.reader.readuntil(separator)
+        self.consumed += len(data)
+        return data
+
+    async def readexactly(self, n: int) -> bytes:
+        data = await self.reader.readexactly(n)
+        self.consumed += n
+        return data
+
+    async def read(self, n: int) -> bytes:
+        data = await self.reader.read(n)
+        self.consumed += len(data)
+        return data
 
 
 class Upstream:
@@ -115,7 +169,8 @@ class Upstream:
     def _pooled(self) -> _Conn | None:
         while self._idle:
             conn = self._idle.pop()
-            if not conn[0].at_eof() and not conn[1].is_closing():
+            # Bytes that came while it sat idle answer no request of ours.
+            if conn.clean():
                 return conn
             _close(conn)
         return None
@@ -141,29 +196,32 @@ class Upstream:
         except BaseException:  # cancelled mid-exchange: the connection is in an unknown state
             _close(conn)
             raise
-        if keep:
+        if keep and conn.clean():
             self._idle.append(conn)
         else:
             _close(conn)
         return response
 
     async def _connect(self) -> _Conn:
+        loop = asyncio.get_running_loop()
+        reader = asyncio.StreamReader(limit=2**16, loop=loop)
+        protocol = _CountingProtocol(reader, loop=loop)
         try:
             async with asyncio.timeout(self.connect_timeout_s):
-                return await asyncio.open_connection(self.host, self.port)
+                transport, _ = await loop.create_connection(lambda: protocol, self.host, self.port)
         except TimeoutError as exc:
             raise UpstreamError(
                 f"could not connect within {self.connect_timeout_s:g}s", "connect"
             ) from exc
         except OSError as exc:
             raise UpstreamError(f"could not connect: {exc}", "connect") from exc
+        return _Conn(reader, asyncio.StreamWriter(transport, protocol, reader, loop), protocol)
 
     async def _exchange(self, conn: _Conn, raw: bytes) -> tuple[UpstreamResponse, bool]:
-        reader, writer = conn
-        writer.write(raw)
+        conn.writer.write(raw)
         try:
-            await writer.drain()
-            head = await reader.readuntil(b"\r\n\r\n")
+            await conn.writer.drain()
+            head = await conn.readuntil(b"\r\n\r\n")
         except asyncio.IncompleteReadError as exc:
             if not exc.partial:
                 raise _StaleConnection("no bytes before EOF") from exc
@@ -176,7 +234,13 @@ class Upstream:
             raise ValueError("response head too large")
         lines = head[:-4].split(b"\r\n")
         version, _, rest = lines[0].partition(b" ")
+        if version not in (b"HTTP/1.1", b"HTTP/1.0") or not rest[:3].isdigit():
+            raise ValueError(f"not an HTTP/1.x status line: {lines[0][:80]!r}")
         status = int(rest[:3])
+        if status < 200:
+            # Nothing here asks for an interim answer (no Expect, no upgrade): one
+            # would be followed by the real answer, an answer to nobody.
+            raise ValueError(f"unexpected interim answer {status}")
         headers: list[tuple[bytes, bytes]] = []
         length = -1
         chunked = False
@@ -186,30 +250,41 @@ class Upstream:
             name = name.strip().lower()
             value = value.strip()
             if name == b"content-length":
+                if not value.isdigit() or (length >= 0 and int(value) != length):
+                    raise ValueError(f"bad content-length {value[:40]!r}")
                 length = int(value)
             elif name == b"transfer-encoding":
                 chunked = b"chunked" in value.lower()
             elif name == b"connection":
                 keep = value.lower() != b"close"
             headers.append((name, value))
+        if chunked and length >= 0:
+            # Two framings for one answer: which one the backend meant is a guess.
+            raise ValueError("both content-length and chunked")
         if chunked:
-            body = await _read_chunked(reader)
+            body = await _read_chunked(conn)
         elif length >= 0:
             if length > _MAX_BODY_BYTES:
                 raise ValueError(f"response body too large: {length} bytes")
-            body = await reader.readexactly(length)
-        elif status in (204, 304) or 100 <= status < 200:
+            body = await conn.readexactly(length)
+        elif status in (204, 304):
             body = b""
         else:  # delimited by the connection's close
-            body = await reader.read(_MAX_BODY_BYTES + 1)
+            body = await conn.read(_MAX_BODY_BYTES + 1)
             while body and len(body) <= _MAX_BODY_BYTES:
-                more = await reader.read(_MAX_BODY_BYTES + 1 - len(body))
+                more = await conn.read(_MAX_BODY_BYTES + 1 - len(body))
                 if not more:
                     break
                 body += more
             if len(body) > _MAX_BODY_BYTES:
                 raise ValueError("response body too large")
             keep = False
+        if conn.protocol.received != conn.consumed:
+            # More came than the answer declared: the answer itself may be cut short
+            # and the surplus is nobody's. Refuse it; the connection is closed.
+            raise ValueError(
+                f"{conn.protocol.received - conn.consumed} bytes beyond the declared answer"
+            )
         return UpstreamResponse(status, headers, body), keep
 
     async def close(self) -> None:
@@ -221,7 +296,7 @@ class _StaleConnection(Exception):
     """A pooled connection turned out closed before any answer."""
 
 
-async def _read_chunked(reader: asyncio.StreamReader) -> bytes:
+async def _read_chunked(reader: _Conn) -> bytes:
     parts: list[bytes] = []
     total = 0
     while True:
@@ -239,4 +314,4 @@ async def _read_chunked(reader: asyncio.StreamReader) -> bytes:
 
 def _close(conn: _Conn) -> None:
     with contextlib.suppress(Exception):
-        conn[1].close()
+        conn.writer.close()
