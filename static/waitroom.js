@@ -43,7 +43,10 @@
 
   function range(lo, hi) {
     if (hi < 60) return d.etaUnder;
-    return d.etaMinutes.replace("{low}", Math.floor(lo / 60)).replace("{high}", Math.ceil(hi / 60));
+    // As the server writes it (waitroom/pages.py minutes): never "0-2 min".
+    var low = Math.max(1, Math.floor(lo / 60));
+    var high = Math.max(low + 1, Math.ceil(hi / 60));
+    return d.etaMinutes.replace("{low}", low).replace("{high}", high);
   }
   function eta(ahead, rate, paused) {
     if (paused || !(rate > 0)) return d.etaPaused;

@@ -88,7 +88,7 @@ def _arrivals(headers: dict[str, str]) -> RequestFactory:
     counter = itertools.count()
 
     def check(status: int, body: bytes) -> bool:
-        return status == 202 and b"data-position" in body
+        return status in (200, 202) and b"data-position" in body
 
     def factory() -> Request:
         forwarded = {"X-Forwarded-For": client_address(next(counter))}

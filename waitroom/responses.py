@@ -39,7 +39,7 @@ TEXT = b"text/plain; charset=utf-8"
 NO_STORE = b"no-store"
 # Below about one TCP segment compression saves no round trip and costs CPU.
 COMPRESS_MIN_BYTES = 1024
-# Level 1: a waiting page shrinks to about a third in ~15 µs; higher levels
+# Level 1: a waiting page shrinks to about half in ~15 µs; higher levels
 # gain a few per cent more for several times the CPU, on the crowd's hot path.
 _GZIP_LEVEL = 1
 _COMPRESSIBLE = (b"text/", b"application/json", b"application/javascript", b"image/svg")
