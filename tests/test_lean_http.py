@@ -202,3 +202,29 @@ async def test_2000_arrivals_across_two_gateway_processes_get_one_line(
             )
             assert statuses == [200] * 2000
             assert int(redis_sync.hget(KEYS.state, "shown") or 0) == 2000
+
+
+@pytest.mark.parametrize("server", ["hypercorn", "granian"])
+async def test_a_worker_holds_every_waiting_students_connection(
+    redis_url: str, redis_sync: redis.Redis, backend: Server, server: str
+) -> None:
+    """Each student in line keeps a connection open while they wait. granian's default
+    cap (backlog / workers) left the student past it unanswered until someone left."""
+    with node(redis_url, backend, server, rate=0.001, backlog=128) as url:
+        port = int(url.rsplit(":", 1)[1])
+        held: list[asyncio.StreamWriter] = []
+
+        async def poll() -> bytes:
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            held.append(writer)
+            writer.write(b"GET /queue/state HTTP/1.1\r\nHost: x\r\n\r\n")
+            await writer.drain()
+            return await reader.readuntil(b"\r\n\r\n")
+
+        try:
+            for _ in range(3):  # 450 open connections, three times the backlog
+                heads = await asyncio.wait_for(asyncio.gather(*(poll() for _ in range(150))), 10)
+                assert all(h.startswith(b"HTTP/1.1 200") for h in heads)
+        finally:
+            for writer in held:
+                writer.close()

@@ -26,7 +26,7 @@ from waitroom.door import STUDENT_REQUESTS, Door, Forward, Visit
 from waitroom.errors import BackendUnavailable
 from waitroom.forward import Forwarder
 from waitroom.i18n import LANGUAGES, pick_language
-from waitroom.rawasgi import ASGIApp, ClientGone, Message, Receive, Scope, Send, read_body
+from waitroom.rawasgi import ASGIApp, ClientGone, Receive, Scope, Send, read_body
 from waitroom.replies import Replies
 from waitroom.responses import (
     HTML,
@@ -50,6 +50,8 @@ _TICKET = TICKET_COOKIE.encode()
 _PASS = PASS_COOKIE.encode()
 _LANG = LANG_COOKIE.encode()
 _READS = ("GET", "HEAD")
+# The answer to a student who left before their request arrived: nobody to tell.
+_GONE = Response(499, b"", None, [], encoded=True, security=())
 _CALM_503 = (
     b'<!doctype html><html lang="en"><meta charset="utf-8">'
     b'<meta name="viewport" content="width=device-width, initial-scale=1">'
@@ -156,50 +158,55 @@ class Lean:
             await self.app(scope, receive, send)
 
     async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
-        started = False
-
-        async def tracked(message: Message) -> None:
-            nonlocal started
-            started = True
-            await send(message)
-
+        # Every answer is worked out first and sent in one place, so a failure before
+        # it is met with a calm page, and one while sending (the client left) is only
+        # logged: no per-request wrapper around ``send`` to track what went out.
         try:
-            if not await self._route(scope, receive, tracked):
-                await self.app(scope, receive, send)
+            response = await self._answer(scope, receive)
         except Exception:
-            await _failed(scope, send, started)
+            log.exception("waitroom: lean layer failed on %s %s", scope["method"], scope["path"])
+            response = Response(
+                503, _CALM_503, HTML, [(b"retry-after", b"5"), (b"cache-control", NO_STORE)]
+            )
+        if response is None:
+            await self.app(scope, receive, send)
+            return
+        if response is _GONE:
+            return
+        try:
+            await send_response(scope, send, response, compress=self._gzip(scope, response))
+        except Exception:
+            log.exception("waitroom: lean layer failed on %s %s", scope["method"], scope["path"])
 
-    async def _route(self, scope: Scope, receive: Receive, send: Send) -> bool:
-        """Answer the request here; False when Quart should (nothing was sent)."""
+    @staticmethod
+    def _gzip(scope: Scope, response: Response) -> bool:
+        return not response.encoded and accepts_gzip(scope["headers"])
+
+    async def _answer(self, scope: Scope, receive: Receive) -> Response | None:
+        """The answer to the request; None when it is Quart's (and nothing was read)."""
         method, path = scope["method"], scope["path"]
         if path == "/status" and method in _READS:
-            if not await self._status(scope, send):
-                await self._student(scope, receive, send)
-            return True
+            return self._status(scope) or await self._student(scope, receive)
         if (method, path) in STUDENT_REQUESTS:
-            await self._student(scope, receive, send)
-            return True
+            return await self._student(scope, receive)
         if method in _READS:
             if path == "/queue/state":
-                await self._state(scope, send)
-                return True
+                return self._state(scope)
             if path.startswith("/static/"):
-                await self._static(scope, send, self.assets.files.get(path[8:]), IMMUTABLE)
-                return True
+                return self._static(scope, self.assets.files.get(path[8:]), IMMUTABLE)
             if path == "/favicon.ico":
                 icon = self.assets.files.get(self.assets.url("favicon.svg")[8:])
-                await self._static(scope, send, icon, b"public, max-age=86400")
-                return True
-        return False
+                return self._static(scope, icon, b"public, max-age=86400")
+        return None
 
     # -- the crowd's requests ------------------------------------------------------------
 
-    async def _status(self, scope: Scope, send: Send) -> bool:
-        """A waiting student's status check from the view alone; False when the door
+    def _status(self, scope: Scope) -> Response | None:
+        """A waiting student's status check from the view alone; None when the door
         must decide (no valid ticket, no state yet)."""
         reply = self.door.status(cookie_values(scope["headers"], _TICKET, 4))
         if reply is None:
-            return False
+            return None
         ready, retry, body = reply
         headers = [
             (b"content-type", JSON),
@@ -208,14 +215,10 @@ class Lean:
             (b"cache-control", NO_STORE),
             (b"retry-after", b"%d" % retry),
         ]
-        status = 200 if ready else 202
-        await send({"type": "http.response.start", "status": status, "headers": headers})
-        await send(
-            {"type": "http.response.body", "body": b"" if scope["method"] == "HEAD" else body}
-        )
-        return True
+        # Headers complete as they are: the crowd's request skips the general path.
+        return Response(200 if ready else 202, body, None, headers, encoded=True, security=())
 
-    async def _student(self, scope: Scope, receive: Receive, send: Send) -> None:
+    async def _student(self, scope: Scope, receive: Receive) -> Response | None:
         headers = scope["headers"]
         path = scope["path"]
         as_json = path.startswith(("/api/", "/status")) or wants_json(headers)
@@ -238,7 +241,7 @@ class Lean:
         if isinstance(decision, Forward):
             response = await self._forward(scope, receive, decision, as_json, lang)
             if response is None:
-                return  # the student left before sending their lookup
+                return _GONE  # the student left before sending their lookup
             # A pass traded for this request is theirs whatever the origin did.
             response = self.replies.with_pass(response, decision.issued, visit)
         else:
@@ -247,7 +250,7 @@ class Lean:
             response.headers.append(
                 self.cookies.set(LANG_COOKIE, chosen, 365 * 86400, http_only=False)
             )
-        await send_response(scope, send, response, compress=accepts_gzip(headers))
+        return response
 
     async def _forward(
         self, scope: Scope, receive: Receive, decision: Forward, as_json: bool, lang: str
@@ -308,15 +311,11 @@ class Lean:
 
     # -- what a CDN could serve ----------------------------------------------------------
 
-    async def _state(self, scope: Scope, send: Send) -> None:
+    def _state(self, scope: Scope) -> Response:
         view = self.view
         if view.state is None:
             body = b'{"error":"queue state not available yet","retry_after_s":2}'
-            response = Response(
-                503, body, JSON, [(b"cache-control", NO_STORE), (b"retry-after", b"2")]
-            )
-            await send_response(scope, send, response, compress=False)
-            return
+            return Response(503, body, JSON, [(b"cache-control", NO_STORE), (b"retry-after", b"2")])
         etag = view.state_etag.encode()
         headers = [
             (b"cache-control", _STATE_CACHE),
@@ -324,31 +323,23 @@ class Lean:
             (b"access-control-allow-origin", b"*"),
         ]
         if header(scope["headers"], b"if-none-match") == etag:
-            response = Response(304, b"", None, headers)
-        else:
-            response = Response(200, view.state_body, JSON, headers)
-        await send_response(scope, send, response, compress=accepts_gzip(scope["headers"]))
+            return Response(304, b"", None, headers)
+        return Response(200, view.state_body, JSON, headers)
 
-    async def _static(self, scope: Scope, send: Send, asset: Asset | None, cache: bytes) -> None:
+    def _static(self, scope: Scope, asset: Asset | None, cache: bytes) -> Response:
         if asset is None:
-            response = Response(404, b"not found\n", TEXT, [(b"cache-control", NO_STORE)])
-            await send_response(scope, send, response, compress=False)
-            return
+            return Response(404, b"not found\n", TEXT, [(b"cache-control", NO_STORE)])
         headers = [(b"cache-control", cache), (b"etag", asset.etag)]
         if header(scope["headers"], b"if-none-match") == asset.etag:
-            await send_response(scope, send, Response(304, b"", None, headers), compress=False)
-            return
+            return Response(304, b"", None, headers)
         # Compressed once at start (waitroom.assets), never per request.
         if asset.gzipped is None:
-            response = Response(200, asset.body, asset.content_type, headers, encoded=True)
-        else:
-            headers.append((b"vary", b"accept-encoding"))
-            if accepts_gzip(scope["headers"]):
-                headers.append((b"content-encoding", b"gzip"))
-                response = Response(200, asset.gzipped, asset.content_type, headers, encoded=True)
-            else:
-                response = Response(200, asset.body, asset.content_type, headers, encoded=True)
-        await send_response(scope, send, response, compress=False)
+            return Response(200, asset.body, asset.content_type, headers, encoded=True)
+        headers.append((b"vary", b"accept-encoding"))
+        if accepts_gzip(scope["headers"]):
+            headers.append((b"content-encoding", b"gzip"))
+            return Response(200, asset.gzipped, asset.content_type, headers, encoded=True)
+        return Response(200, asset.body, asset.content_type, headers, encoded=True)
 
 
 def _form(body: bytes) -> dict[str, str]:
@@ -365,13 +356,3 @@ async def _refuse_websocket(receive: Receive, send: Send) -> None:
     message = await receive()
     if message["type"] == "websocket.connect":
         await send({"type": "websocket.close", "code": 1008, "reason": "not a WebSocket endpoint"})
-
-
-async def _failed(scope: Scope, send: Send, started: bool) -> None:
-    """After an exception in this layer: log it, and answer calmly if nothing was sent."""
-    log.exception("waitroom: lean layer failed on %s %s", scope["method"], scope["path"])
-    if not started:
-        response = Response(
-            503, _CALM_503, HTML, [(b"retry-after", b"5"), (b"cache-control", NO_STORE)]
-        )
-        await send_response(scope, send, response, compress=False)
