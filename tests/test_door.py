@@ -200,6 +200,11 @@ async def test_arrivals_of_a_moment_share_one_script_call_in_arrival_order(
         assert positions == list(range(1, 2001))  # gap-free, in the order of arrival
         assert s.door.joins.calls == 2000
         assert s.door.joins.batches <= 8, s.door.joins.batches
+        # What /metrics reports of it, once flushed to the room's counters.
+        await s.stats.flush(s.redis, s.queue.keys)
+        counters = redis_sync.hgetall(KEYS.metrics)
+        assert int(counters[b"redis_batched:join"]) == 2000
+        assert int(counters[b"redis_batches:join"]) == s.door.joins.batches
 
 
 async def test_an_idle_room_admits_a_prefix_of_a_block_at_once(
@@ -247,6 +252,13 @@ async def test_the_status_check_says_what_the_decision_says(
         assert fast[1] == decided.standing.retry_after_s
         assert fast[2] == answer.body
         assert answer.status == (200 if fast[0] else 202)
+        if not fast[0]:
+            # A JSON app polling / while it waits is answered by the same fast copy.
+            random.seed(seed)
+            root = visit("GET", "/", tickets=[token], as_json=True)
+            waiting = await s.door.decide(root)
+            assert isinstance(waiting, Waiting)
+            assert replies.to(waiting, root, "en").body == fast[2]
 
 
 def _replies(s: Services) -> Replies:

@@ -33,9 +33,12 @@ class Coalescer(Generic[In, Out]):
         flush: Callable[[Sequence[In]], Awaitable[Sequence[Out]]],
         *,
         max_batch: int = MAX_BATCH,
+        on_batch: Callable[[int], None] | None = None,
     ) -> None:
         self._flush = flush
         self._max = max_batch
+        # Told each batch's size (for /metrics: how much coalescing saves).
+        self._on_batch = on_batch
         self._pending: list[tuple[In, asyncio.Future[Out]]] = []
         self._running = False
         # Figures for the stress reports: how many batches, how many calls in them.
@@ -61,6 +64,8 @@ class Coalescer(Generic[In, Out]):
                 batch, self._pending = self._pending[: self._max], self._pending[self._max :]
                 self.batches += 1
                 self.calls += len(batch)
+                if self._on_batch is not None:
+                    self._on_batch(len(batch))
                 try:
                     replies = await self._flush([item for item, _ in batch])
                 except Exception as exc:

@@ -30,7 +30,7 @@ from waitroom.errors import StoreUnavailable
 from waitroom.limits import Limits, LookupVerdict
 from waitroom.queue import Joined, Queue, Refused
 from waitroom.standing import Standing, standing, status_reply
-from waitroom.telemetry import BackendStats
+from waitroom.telemetry import BackendStats, batch_counter
 from waitroom.tickets import Pass, Ticket, TicketRejected, TicketSigner
 from waitroom.view import RoomView
 
@@ -149,8 +149,12 @@ class Door:
         self.limits = limits
         self.stats = stats
         self.join_limit = join_limit
-        self.joins: Coalescer[str | None, Joined | Refused | None] = Coalescer(self._join_block)
-        self.spends: Coalescer[str, bool] = Coalescer(self._spend_block)
+        self.joins: Coalescer[str | None, Joined | Refused | None] = Coalescer(
+            self._join_block, on_batch=batch_counter(stats, "join")
+        )
+        self.spends: Coalescer[str, bool] = Coalescer(
+            self._spend_block, on_batch=batch_counter(stats, "spend")
+        )
 
     # -- the decision ------------------------------------------------------------------
 

@@ -30,7 +30,7 @@ import functools
 import ipaddress
 import logging
 import socket
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from importlib import resources
 from typing import Any
@@ -66,14 +66,22 @@ class LookupVerdict:
 
 
 class Limits:
-    def __init__(self, client: aioredis.Redis, settings: Settings, view: RoomView) -> None:
+    def __init__(
+        self,
+        client: aioredis.Redis,
+        settings: Settings,
+        view: RoomView,
+        on_batch: Callable[[int], None] | None = None,
+    ) -> None:
         self.settings = settings
         self.keys = RoomKeys(settings.room)
         self.view = view
         source = resources.files("waitroom").joinpath("lua", "count.lua").read_text("utf-8")
         self._count = client.register_script(source)
         # Lookups of many passes, and give-backs, in one round trip (waitroom.coalesce).
-        self.counts: Coalescer[tuple[str, int], tuple[int, int]] = Coalescer(self._count_many)
+        self.counts: Coalescer[tuple[str, int], tuple[int, int]] = Coalescer(
+            self._count_many, on_batch=on_batch
+        )
         self.trusted = parse_networks(settings.trusted_proxies)
         self._untrusted_xff_logged = False
 

@@ -75,6 +75,10 @@ class _RoomCollector:
         yield from self._labelled("rejected:", "waitroom_cookies_rejected", ("cookie", "reason"))
         yield from self._labelled("store_error:", "waitroom_store_errors", ("operation",))
         yield from self._labelled("limited:", "waitroom_limited", ("limit",))
+        # Joins, trades and lookup counts go to Redis in batches (waitroom.coalesce):
+        # calls over batches is what coalescing saves.
+        yield from self._labelled("redis_batches:", "waitroom_redis_batches", ("step",))
+        yield from self._labelled("redis_batched:", "waitroom_redis_batched_calls", ("step",))
 
     def _backend(self) -> Iterator[Metric]:
         c = self.counters

@@ -84,7 +84,7 @@ class Pages:
         )
         self.env.filters["clock"] = self.clock
         self.env.filters["iso"] = iso
-        self._compiled: dict[tuple[str, str, tuple[str, ...], str], Compiled] = {}
+        self._compiled: dict[tuple[Any, ...], Compiled] = {}
         self._banners: dict[str, tuple[object, dict[str, str]]] = {}
         self._last_clock: tuple[float, str] = (-1.0, "")
 
@@ -114,13 +114,24 @@ class Pages:
         """A whole page, rendered now (the rare pages, and Quart's)."""
         return self.env.get_template(name).render(**self.globals_for(lang), **context)
 
-    def compiled(self, name: str, lang: str, slots: tuple[str, ...], **fixed: Any) -> Compiled:
-        """``name`` in ``lang`` with ``fixed`` context, every name in ``slots`` (and the
-        banner) left as a slot."""
-        key = (name, lang, slots, repr(sorted(fixed.items())))
+    def compiled(
+        self,
+        name: str,
+        lang: str,
+        slots: tuple[str, ...],
+        variant: tuple[tuple[str, Any], ...] = (),
+        extra: Mapping[str, Any] | None = None,
+    ) -> Compiled:
+        """``name`` in ``lang``, every name in ``slots`` (and the banner) left as a slot.
+
+        ``variant`` is the rest of its context as hashable (name, value) pairs, so
+        finding a compiled page costs one dict look-up; ``extra`` is context that
+        follows from them (used only when compiling).
+        """
+        key = (name, lang, slots, variant)
         page = self._compiled.get(key)
         if page is None:
-            context = {**self.globals_for(lang), **fixed}
+            context = {**self.globals_for(lang), **dict(variant), **(extra or {})}
             for slot in (*slots, "banner", "banner_hidden"):
                 context[slot] = _slot(slot)
             page = Compiled(self.env.get_template(name).render(**context))
@@ -179,7 +190,7 @@ class Pages:
         else:
             low, high = minutes(eta.low_s, eta.high_s)
             eta_text = t["eta_minutes"].format(low=low, high=high)
-        page = self.compiled("progress.html", lang, self._WAITING_SLOTS, notice=notice)
+        page = self.compiled("progress.html", lang, self._WAITING_SLOTS, (("notice", notice),))
         return page.fill(
             {
                 "retry": now.retry_after_s,
@@ -212,7 +223,7 @@ class Pages:
 
     def prequeue(self, ticket: Ticket, now: Standing, notice: str | None, lang: str) -> bytes:
         release_s = (now.release_at_ms or 0) / 1000
-        page = self.compiled("prequeue.html", lang, self._PREQUEUE_SLOTS, notice=notice)
+        page = self.compiled("prequeue.html", lang, self._PREQUEUE_SLOTS, (("notice", notice),))
         return page.fill(
             {
                 "retry": now.retry_after_s,
@@ -242,10 +253,9 @@ class Pages:
             "message.html",
             lang,
             slots,
-            title_key=title_key,
-            message_key=message_key,
-            fmt={name: _slot(name) for name in names},
-            resubmit={},
+            (("title_key", title_key), ("message_key", message_key)),
+            # The message's numbers are slots too, inside its translated text.
+            extra={"fmt": {name: _slot(name) for name in names}, "resubmit": {}},
         )
         values: dict[str, object] = {name: int(value) for name, value in (fmt or {}).items()}
         if retry_s is not None:

@@ -16,7 +16,7 @@ from waitroom.limits import Limits
 from waitroom.pacer import Pacer
 from waitroom.pages import Pages
 from waitroom.queue import Queue, connect
-from waitroom.telemetry import BackendStats, Sampler
+from waitroom.telemetry import BackendStats, Sampler, batch_counter
 from waitroom.tickets import TicketSigner
 from waitroom.view import RoomView
 
@@ -45,7 +45,7 @@ class Services:
         stats = BackendStats()
         assets = Assets(settings.static_dir or None)
         signer = TicketSigner(settings, pass_ttl=view.pass_ttl_s)
-        limits = Limits(client, settings, view)
+        limits = Limits(client, settings, view, on_batch=batch_counter(stats, "count"))
         return cls(
             settings=settings,
             redis=client,

@@ -16,6 +16,7 @@ import asyncio
 import json
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -221,3 +222,14 @@ def _bucket(ms: float) -> int:
         if ms <= bound:
             return i
     return len(BUCKETS_MS)
+
+
+def batch_counter(stats: BackendStats, step: str) -> Callable[[int], None]:
+    """What a coalesced Redis step reports per batch (``waitroom.coalesce``): one
+    batch, and the calls in it, so /metrics shows what coalescing saves."""
+
+    def count(size: int) -> None:
+        stats.count(f"redis_batches:{step}")
+        stats.count(f"redis_batched:{step}", size)
+
+    return count
