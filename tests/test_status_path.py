@@ -31,7 +31,7 @@ from waitroom.lean import Lean, cookie, cookie_values
 from waitroom.queue import RoomState
 from waitroom.rawasgi import Message, Scope
 from waitroom.responses import CookiePolicy
-from waitroom.standing import standing, status_reply
+from waitroom.standing import standing, standing_from_basis, status_reply
 from waitroom.tickets import CLOCK_SKEW_S, TICKET_COOKIE, Ticket, TicketRejected, TicketSigner
 from waitroom.view import RoomView
 
@@ -145,6 +145,36 @@ def test_status_reply_is_standing_as_json(
         return
     assert got == expected
     assert json.loads(got[2]) == json.loads(expected[2])
+
+
+@settings(max_examples=1000, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    state=states,
+    offset=st.integers(-50, 5000) | st.integers(-(10**7), 10**9),
+    healthy=st.booleans(),
+    rate=rates,
+    seed=st.integers(0, 2**32),
+)
+@example(state=room_state(paused=True), offset=4900, healthy=True, rate=None, seed=3)
+@example(state=room_state(), offset=0, healthy=False, rate=None, seed=6)  # ready
+def test_standing_from_the_basis_is_standing(
+    state: RoomState, offset: int, healthy: bool, rate: float | None, seed: int
+) -> None:
+    """The waiting page's refresh works from the view's basis (``standing_from_basis``):
+    the same Standing as ``standing``, wherever the basis answers at all."""
+    view = make_view(state, healthy=healthy, rate=rate)
+    basis = view.status_basis()
+    assert basis is not None
+    ticket = ticket_at(max(0, state.frontier + offset))
+    random.seed(seed)
+    fast_now = standing_from_basis(ticket, basis)
+    random.seed(seed)
+    full = standing(ticket, view)
+    if fast_now is not None:
+        assert fast_now == full
+    else:  # only where status_reply also leaves it to standing
+        random.seed(seed)
+        assert status_reply(ticket.position, basis) is None
 
 
 @pytest.mark.parametrize("rate", [0.05, 1 / 3, 0.7, 2.5, 7.0, 13.37, 50.0, 333.3])

@@ -29,7 +29,7 @@ from waitroom.coalesce import Coalescer
 from waitroom.errors import StoreUnavailable
 from waitroom.limits import Limits, LookupVerdict
 from waitroom.queue import Joined, Queue, Refused
-from waitroom.standing import Standing, standing, status_reply
+from waitroom.standing import Standing, standing, standing_from_basis, status_reply
 from waitroom.telemetry import BackendStats, batch_counter
 from waitroom.tickets import Pass, Ticket, TicketRejected, TicketSigner
 from waitroom.view import RoomView
@@ -178,7 +178,7 @@ class Door:
             self.stats.count(f"rejected:ticket:{rejected}")
             notice = notice or f"rejected_{rejected}"
         if ticket is not None:
-            now = standing(ticket, self.view)
+            now = self.standing(ticket)
             if not now.ready or not visit.forwardable or visit.method == "HEAD":
                 return Waiting(ticket, now, notice)
             traded = await self._trade(visit, ticket)
@@ -199,6 +199,13 @@ class Door:
             except TicketRejected as exc:
                 first_reason = first_reason or exc.reason
         return None, first_reason
+
+    def standing(self, ticket: Ticket) -> Standing:
+        """Where a ticket's holder stands: from the view's per-refresh basis when it
+        can (a refresh of the waiting page), else worked out in full."""
+        basis = self.view.status_basis()
+        now = standing_from_basis(ticket, basis) if basis is not None else None
+        return now if now is not None else standing(ticket, self.view)
 
     def status(self, tokens: Sequence[str]) -> tuple[bool, int, bytes] | None:
         """A waiting student's status check without a decision: (ready, retry after,
@@ -272,7 +279,7 @@ class Door:
             traded = await self._trade(visit, ticket)
             if traded is not None:  # a brand-new ticket is never spent
                 return traded
-        return Waiting(ticket, standing(ticket, self.view), notice, issued=token)
+        return Waiting(ticket, self.standing(ticket), notice, issued=token)
 
     # -- the batches ---------------------------------------------------------------------
 

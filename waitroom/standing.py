@@ -131,6 +131,43 @@ def status_reply(position: int, basis: StatusBasis) -> tuple[bool, int, bytes] |
     view's per-refresh ``StatusBasis`` and formats the JSON from a template. It
     must give exactly what ``standing`` gives (tests/test_status_path.py).
     """
+    numbers = _numbers(position, basis)
+    if numbers is None:
+        return None
+    ready, place, ahead, retry, low, high = numbers
+    if ready:
+        shown = b"%d" % place if place else b"null"
+        return True, retry, _READY_JSON % (shown, retry, basis.json_tail)
+    if high < 0:
+        return False, retry, _PAUSED_JSON % (place, ahead, retry, basis.json_tail)
+    body = _WAITING_JSON % (place, ahead, (low + high) // 2, low, high, retry, basis.json_tail)
+    return False, retry, body
+
+
+def standing_from_basis(ticket: Ticket, basis: StatusBasis) -> Standing | None:
+    """``standing(ticket, view)`` from the view's per-refresh basis, for the waiting
+    page's refresh; None where ``standing`` must answer (as ``status_reply``).
+    tests/test_status_path.py holds the two together."""
+    numbers = _numbers(ticket.position, basis)
+    if numbers is None:
+        return None
+    ready, place, ahead, retry, low, high = numbers
+    estimate = None if ready or high < 0 else Estimate(ahead, low, high)
+    return Standing(
+        ready,
+        place,
+        ahead,
+        estimate,
+        retry,
+        not basis.healthy,
+        basis.updated_at,
+        basis.state.held,
+    )
+
+
+def _numbers(position: int, basis: StatusBasis) -> tuple[bool, int, int, int, int, int] | None:
+    """(ready, place, ahead, retry after, estimate low, high) as ``standing`` works them
+    out, high -1 while admission is paused; None for the cases ``standing`` answers."""
     if basis.irregular:
         return None
     place = position
@@ -144,10 +181,7 @@ def status_reply(position: int, basis: StatusBasis) -> tuple[bool, int, bytes] |
     jitter = 0.8 + _JITTER_SPAN * _random()
     if place <= frontier:
         retry = round((1.0 if basis.healthy else 5.0) * jitter)
-        if retry < 1:
-            retry = 1
-        shown = b"%d" % place if place else b"null"
-        return True, retry, _READY_JSON % (shown, retry, basis.json_tail)
+        return True, place, 0, retry if retry >= 1 else 1, -1, -1
     ahead = place - frontier - 1
     # view.poll_interval: min(60.0, max(2.0, ahead / rate / 4)), 5 s at least if stale
     interval = ahead / basis.poll_rate / 4
@@ -161,7 +195,7 @@ def status_reply(position: int, basis: StatusBasis) -> tuple[bool, int, bytes] |
         retry = 1
     rate = basis.rate
     if rate <= 0:
-        return False, retry, _PAUSED_JSON % (place, ahead, retry, basis.json_tail)
+        return False, place, ahead, retry, -1, -1
     # view.estimate
     expected = (ahead + 1) / rate
     refresh = basis.refresh_interval_s
@@ -170,5 +204,4 @@ def status_reply(position: int, basis: StatusBasis) -> tuple[bool, int, bytes] |
     high = int(expected * 1.2 + refresh + basis.pacer_tick_s + 0.999)
     if high < 1:
         high = 1
-    body = _WAITING_JSON % (place, ahead, (low + high) // 2, low, high, retry, basis.json_tail)
-    return False, retry, body
+    return False, place, ahead, retry, low, high

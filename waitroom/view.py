@@ -74,6 +74,7 @@ class StatusBasis:
     # The end of a status answer's JSON, the same for every ticket until the next
     # refresh: ``,"paused":…,"reconnecting":…,"updated_at":…}``.
     json_tail: bytes
+    updated_at: float
 
 
 class RoomView:
@@ -287,6 +288,7 @@ class RoomView:
             release_base=s.release_base,
             irregular=s.mode == "pass-through" or s.frontier < 0,
             json_tail=tail,
+            updated_at=self.updated_at,
         )
 
     # -- public state -----------------------------------------------------------
