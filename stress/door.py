@@ -42,15 +42,15 @@ from stress.gateway_bench import (
     HOST,
     LOADER_CORE,
     SERVER_CORE,
-    CpuWindow,
     Processes,
     _free_port,
     _get,
     _importable,
     _wait_ready,
+    measure_load,
 )
 from stress.httpclient import client_address
-from stress.loadgen import LoadResult, Request, RequestFactory, http_request, run_in_process
+from stress.loadgen import Request, RequestFactory, http_request
 from stress.plain_app import BODY as PLAIN_BODY
 from stress.stack import pinning_possible, sample_db
 from waitroom.config import Settings
@@ -120,24 +120,6 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--rounds", type=int, default=6)
     parser.add_argument("--connections", type=int, default=64)
     return parser
-
-
-def _measure(
-    args: argparse.Namespace, port: int, factory: RequestFactory, watched: dict[str, int]
-) -> tuple[LoadResult, float]:
-    window = CpuWindow(watched, args.warmup + 0.3, max(0.5, args.duration - 0.6))
-    window.start()
-    result = run_in_process(
-        HOST,
-        port,
-        factory,
-        cpu=LOADER_CORE,
-        connections=args.connections,
-        duration_s=args.duration,
-        warmup_s=args.warmup,
-    )
-    window.join()
-    return result, sum(window.shares.values())
 
 
 def _bench(
@@ -241,7 +223,8 @@ def _bench(
                 if route == "exchange":  # fresh tickets every round
                     factory = _exchanges(ready[offset:])
                 watched = {"server": pids["plain" if route == "raw" else "gateway"]}
-                result, server_cpu = _measure(args, port, factory, watched)
+                result, window = measure_load(args, port, factory, watched)
+                server_cpu = sum(window.shares.values())
                 if route == "exchange":
                     offset += result.requests * 2 + 10_000  # warm-up included
                 results[route].append({**result.to_dict(), "server_cpu": server_cpu})

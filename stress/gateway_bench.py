@@ -424,15 +424,11 @@ class Row:
         }
 
 
-def _measure(
-    args: argparse.Namespace,
-    server: str,
-    route: str,
-    round_: int,
-    port: int,
-    factory: RequestFactory,
-    watched: dict[str, int],
-) -> Row:
+def measure_load(
+    args: argparse.Namespace, port: int, factory: RequestFactory, watched: dict[str, int]
+) -> tuple[LoadResult, CpuWindow]:
+    """One run of the load generator on core 1 (``args``: connections, duration,
+    warmup) and the CPU the ``watched`` processes used meanwhile."""
     # Sampled inside the loader's measured window (after its warm-up, before its
     # end), so start-up and tear-down do not dilute the shares.
     window = CpuWindow(watched, args.warmup + 0.3, max(0.5, args.duration - 0.6))
@@ -447,6 +443,19 @@ def _measure(
         warmup_s=args.warmup,
     )
     window.join()
+    return result, window
+
+
+def _measure(
+    args: argparse.Namespace,
+    server: str,
+    route: str,
+    round_: int,
+    port: int,
+    factory: RequestFactory,
+    watched: dict[str, int],
+) -> Row:
+    result, window = measure_load(args, port, factory, watched)
     row = Row(server, route, round_, result, window.shares, list(result.notes))
     row.core_busy = window.core_busy
     row.foreign_on_server_core = foreign = window.foreign_on_server_core

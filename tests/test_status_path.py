@@ -106,8 +106,8 @@ states = st.builds(
 rates = st.none() | st.just(0.0) | st.floats(1e-6, 1e6)
 
 
-@settings(max_examples=1000, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(
+# Every line a view can see, and a ticket anywhere in it.
+status_cases = given(
     state=states,
     # Mostly behind the frontier, some at or before it, some far beyond.
     offset=st.integers(-50, 5000) | st.integers(-(10**7), 10**9),
@@ -115,6 +115,10 @@ rates = st.none() | st.just(0.0) | st.floats(1e-6, 1e6)
     rate=rates,
     seed=st.integers(0, 2**32),
 )
+
+
+@settings(max_examples=1000, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@status_cases
 @example(state=room_state(), offset=10**18, healthy=True, rate=None, seed=1)  # huge
 @example(state=room_state(), offset=1, healthy=True, rate=0.0, seed=2)  # eta None
 @example(state=room_state(paused=True), offset=4900, healthy=True, rate=None, seed=3)
@@ -148,13 +152,7 @@ def test_status_reply_is_standing_as_json(
 
 
 @settings(max_examples=1000, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(
-    state=states,
-    offset=st.integers(-50, 5000) | st.integers(-(10**7), 10**9),
-    healthy=st.booleans(),
-    rate=rates,
-    seed=st.integers(0, 2**32),
-)
+@status_cases
 @example(state=room_state(paused=True), offset=4900, healthy=True, rate=None, seed=3)
 @example(state=room_state(), offset=0, healthy=False, rate=None, seed=6)  # ready
 def test_standing_from_the_basis_is_standing(
