@@ -28,6 +28,10 @@ except ImportError as exc:  # pragma: no cover - a broken setup, said plainly
         "use Debian's Chromium)"
     ) from exc
 
+from tests.e2e import GatewayFactory
+from tests.gateway_support import make_settings
+from tests.servers import Server, serving
+from waitroom.app import create_app
 from waitroom.passwords import hash_password
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -279,3 +283,30 @@ def seconds_left(countdown: str) -> int:
     for part in countdown.strip().split(":"):
         total = total * 60 + int(part)
     return total
+
+
+# -- fixtures shared by the browser test modules (imported by them) ----------------
+
+
+@pytest.fixture(name="gateway")
+def admin_gateway(redis_url: str, backend: Server, redis_sync: Any) -> GatewayFactory:
+    """The end-to-end gateway (``tests.e2e``), with the admin page on (password:
+    ADMIN_PASSWORD) and started only once it publishes a state."""
+
+    @contextlib.asynccontextmanager
+    async def start(**overrides: Any) -> AsyncIterator[Server]:
+        values: dict[str, Any] = {
+            "backend_url": backend.url,
+            "admin_password_hash": admin_password_hash(),
+            **overrides,
+        }
+        async with serving(create_app(make_settings(redis_url, **values))) as server:
+            await wait_for_state(server.url)
+            yield server
+
+    return start
+
+
+@pytest.fixture(name="shots")
+def shots_of_the_test(request: pytest.FixtureRequest) -> Shots:
+    return Shots(request.node.name)

@@ -6,32 +6,30 @@ is fed through Redis as the pacer's sampler feeds it.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import time
-from collections.abc import AsyncIterator
 from typing import Any
 
 import aiohttp
-import pytest
 import redis.asyncio as aioredis
 from playwright.async_api import Page, expect
 
-from tests.browser_support import (
+# The shared fixtures (gateway with the admin page on, shots) come with these names.
+from tests.browser_support import (  # noqa: F401
     PageErrors,
     Shots,
+    admin_gateway,
     admin_password_hash,
     chromium,
     live_updates,
     log_in,
     new_page,
+    shots_of_the_test,
     tile,
     wait_for_state,
 )
 from tests.e2e import GatewayFactory
 from tests.gateway_support import make_settings
-from tests.servers import Server, serving
-from waitroom.app import create_app
 from waitroom.keys import RoomKeys
 from waitroom.queue import Queue
 
@@ -87,27 +85,6 @@ WIDEST_STEP = """() => {
   }
   return widest;
 }"""
-
-
-@pytest.fixture
-def gateway(redis_url: str, backend: Server, redis_sync: Any) -> GatewayFactory:
-    @contextlib.asynccontextmanager
-    async def start(**overrides: Any) -> AsyncIterator[Server]:
-        values: dict[str, Any] = {
-            "backend_url": backend.url,
-            "admin_password_hash": admin_password_hash(),
-            **overrides,
-        }
-        async with serving(create_app(make_settings(redis_url, **values))) as server:
-            await wait_for_state(server.url)
-            yield server
-
-    return start
-
-
-@pytest.fixture
-def shots(request: pytest.FixtureRequest) -> Shots:
-    return Shots(request.node.name)
 
 
 def _sample(t: float, k: int, p95: float | None) -> dict[str, Any]:

@@ -8,12 +8,10 @@ screenshot in tests/screenshots/ (named by test and step).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import re
 import time
-from collections.abc import AsyncIterator
 from datetime import datetime
-from typing import Any, Literal
+from typing import Literal
 
 import pytest
 import redis.asyncio as aioredis
@@ -22,10 +20,13 @@ from playwright.async_api import Page, expect
 from lookup import sample
 from lookup.admission import HEADER, AdmissionSigner
 from lookup.words import WORDS
-from tests.browser_support import (
+
+# The shared fixtures (gateway with the admin page on, shots) come with these names.
+from tests.browser_support import (  # noqa: F401
     ADMIN_PASSWORD,
     PageErrors,
     Shots,
+    admin_gateway,
     admin_password_hash,
     chromium,
     crowd,
@@ -36,6 +37,7 @@ from tests.browser_support import (
     new_page,
     phone_page,
     seconds_left,
+    shots_of_the_test,
     status,
     tile,
     tile_number,
@@ -43,36 +45,10 @@ from tests.browser_support import (
     wait_for_tile,
 )
 from tests.e2e import GatewayFactory
-from tests.gateway_support import BACKEND_KEYS, make_settings
-from tests.servers import Server, serving
-from waitroom.app import create_app
+from tests.gateway_support import BACKEND_KEYS
+from tests.servers import Server
 from waitroom.assets import Assets
 from waitroom.keys import RoomKeys
-
-
-@pytest.fixture
-def gateway(redis_url: str, backend: Server, redis_sync: Any) -> GatewayFactory:
-    """The end-to-end gateway (``tests.e2e``), with the admin page on (password:
-    ADMIN_PASSWORD) and started only once it publishes a state."""
-
-    @contextlib.asynccontextmanager
-    async def start(**overrides: Any) -> AsyncIterator[Server]:
-        values: dict[str, Any] = {
-            "backend_url": backend.url,
-            "admin_password_hash": admin_password_hash(),
-        }
-        values.update(overrides)
-        async with serving(create_app(make_settings(redis_url, **values))) as server:
-            await wait_for_state(server.url)
-            yield server
-
-    return start
-
-
-@pytest.fixture
-def shots(request: pytest.FixtureRequest) -> Shots:
-    return Shots(request.node.name)
-
 
 # -- log in, change the rate, the live view follows ---------------------------------
 
