@@ -19,6 +19,8 @@ from dataclasses import dataclass
 from typing import Any, Literal, TypeVar
 
 from itsdangerous import BadData, BadSignature, URLSafeTimedSerializer
+from itsdangerous.encoding import base64_encode
+from itsdangerous.serializer import Serializer
 
 from waitroom.config import Settings
 
@@ -31,6 +33,20 @@ VERIFIED_CACHE_SIZE = 100_000
 _T = TypeVar("_T")
 
 Reason = Literal["garbled", "tampered", "foreign", "expired"]
+
+
+class _Uncompressed(URLSafeTimedSerializer):
+    """``URLSafeTimedSerializer`` that never tries zlib on what it signs.
+
+    itsdangerous compresses every payload and keeps the result only when it is
+    shorter, which a ticket's or a pass's 60 bytes of JSON never are: the attempt was
+    a third of the cost of issuing one, on every new arrival and every trade. The
+    tokens are what itsdangerous itself writes for an incompressible payload, so
+    any ``URLSafeTimedSerializer`` with the same keys and salt reads them.
+    """
+
+    def dump_payload(self, obj: Any) -> bytes:
+        return base64_encode(Serializer.dump_payload(self, obj))
 
 
 class TicketRejected(Exception):
@@ -69,8 +85,8 @@ class TicketSigner:
         self.pass_ttl: Callable[[], int] = pass_ttl or (lambda: settings.pass_ttl_s)
         # itsdangerous signs with the last key of the list; settings list newest first.
         keys = list(reversed(settings.secret_keys))
-        self._tickets = URLSafeTimedSerializer(keys, salt="waitroom.ticket")
-        self._passes = URLSafeTimedSerializer(keys, salt="waitroom.pass")
+        self._tickets = _Uncompressed(keys, salt="waitroom.ticket")
+        self._passes = _Uncompressed(keys, salt="waitroom.pass")
         # token -> (what it says, None if unreadable; signed_at; payload), per kind, of
         # tokens whose signature checked out. A waiting student sends the same ticket
         # on every poll; checking the HMAC again was two thirds of a status check, and
