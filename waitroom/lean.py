@@ -22,7 +22,7 @@ from collections.abc import Callable, Iterable
 from urllib.parse import parse_qsl
 
 from waitroom.assets import IMMUTABLE, Asset, Assets
-from waitroom.door import STUDENT_REQUESTS, Door, Forward, Visit
+from waitroom.door import MAX_TICKETS, STUDENT_REQUESTS, Door, Forward, Visit
 from waitroom.errors import BackendUnavailable
 from waitroom.forward import Forwarder
 from waitroom.i18n import LANGUAGES, pick_language
@@ -220,7 +220,7 @@ class Lean:
     def _status(self, scope: Scope) -> Response | None:
         """A waiting student's status check from the view alone; None when the door
         must decide (no valid ticket, no state yet)."""
-        reply = self.door.status(cookie_values(scope["headers"], _TICKET, 4))
+        reply = self.door.status(cookie_values(scope["headers"], _TICKET, MAX_TICKETS))
         if reply is None:
             return None
         ready, retry, body = reply
@@ -247,7 +247,7 @@ class Lean:
         visit = Visit(
             scope["method"],
             path,
-            cookie_values(headers, _TICKET, 4),
+            cookie_values(headers, _TICKET, MAX_TICKETS),
             cookie(headers, _PASS),
             as_json,
             scope.get("client"),
