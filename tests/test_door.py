@@ -299,3 +299,19 @@ async def test_without_javascript_times_are_in_the_boards_zone(
         page = s.pages.waiting(joined.ticket, joined.standing, None, "en").decode()
         assert " IST</time>" in page
         assert "0–" not in page.split('id="eta">')[1].split("<")[0]
+
+
+async def test_the_admins_banner_is_escaped_once_on_every_page(
+    redis_url: str, redis_sync: redis.Redis
+) -> None:
+    async with door_services(redis_url) as s:
+        redis_sync.hset(KEYS.config, "banner_en", "Results <b>& more</b>")
+        await s.view.refresh()
+        joined = await s.door.decide(visit())
+        assert isinstance(joined, Waiting)
+        compiled = s.pages.waiting(joined.ticket, joined.standing, None, "en").decode()
+        calm = s.pages.message("title_unavailable", "unavailable", "en", retry_s=5).decode()
+        full = s.pages.busy("en", 5, {"roll": "1"}, "/result").decode()
+        for page in (compiled, calm, full):
+            assert "Results &lt;b&gt;&amp; more&lt;/b&gt;</p>" in page
+            assert 'id="banner" class="note banner" role="status">' in page  # shown

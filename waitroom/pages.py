@@ -18,7 +18,7 @@ from datetime import datetime
 from typing import Any
 
 from jinja2 import Environment, PackageLoader, select_autoescape
-from markupsafe import escape
+from markupsafe import Markup, escape
 
 from waitroom.assets import Assets
 from waitroom.i18n import LANGUAGE_NAMES, LANGUAGES, MESSAGES
@@ -85,7 +85,7 @@ class Pages:
         self.env.filters["clock"] = self.clock
         self.env.filters["iso"] = iso
         self._compiled: dict[tuple[Any, ...], Compiled] = {}
-        self._banners: dict[str, tuple[object, dict[str, str]]] = {}
+        self._banners: dict[str, tuple[object, dict[str, Markup]]] = {}
         self._last_clock: tuple[float, str] = (-1.0, "")
 
     def clock(self, timestamp: float) -> str:
@@ -98,11 +98,8 @@ class Pages:
     # -- rendering ---------------------------------------------------------------------
 
     def globals_for(self, lang: str) -> dict[str, Any]:
-        state = self.view.state
-        banner = state.banner_text(lang) if state else ""
         return {
-            "banner": banner,
-            "banner_hidden": "" if banner else " hidden",
+            **self._banner(lang),
             "lang": lang,
             "t": MESSAGES[lang],
             "other_lang": next(code for code in LANGUAGES if code != lang),
@@ -140,13 +137,18 @@ class Pages:
             self._compiled[key] = page
         return page
 
-    def _banner(self, lang: str) -> dict[str, str]:
-        """The admin's banner, escaped once per refresh of the view."""
+    def _banner(self, lang: str) -> dict[str, Markup]:
+        """The admin's banner, escaped once per refresh of the view: as Markup, so a
+        full render does not escape it again and a compiled page's fill takes it as
+        it is."""
         state = self.view.state
         cached = self._banners.get(lang)
         if cached is None or cached[0] is not state:
             banner = state.banner_text(lang) if state else ""
-            values = {"banner": str(escape(banner)), "banner_hidden": "" if banner else " hidden"}
+            values = {
+                "banner": escape(banner),
+                "banner_hidden": escape("" if banner else " hidden"),
+            }
             cached = self._banners[lang] = (state, values)
         return cached[1]
 

@@ -56,10 +56,6 @@ class Response:
     # None: chosen by the content type (PAGE_SECURITY or DATA_SECURITY).
     security: tuple[tuple[bytes, bytes], ...] | None = None
 
-    def header(self, name: bytes, value: bytes) -> Response:
-        self.headers.append((name, value))
-        return self
-
 
 class CookiePolicy:
     """Every cookie a student gets: the ticket, the pass, the language."""
