@@ -41,6 +41,9 @@ class Coalescer(Generic[In, Out]):
         self._on_batch = on_batch
         self._pending: list[tuple[In, asyncio.Future[Out]]] = []
         self._running = False
+        # Held so the event loop's weak reference is not the only one (asyncio drops
+        # a task nobody holds, mid-flight).
+        self._task: asyncio.Task[None] | None = None
         # Figures for the stress reports: how many batches, how many calls in them.
         self.batches = 0
         self.calls = 0
@@ -56,7 +59,7 @@ class Coalescer(Generic[In, Out]):
         return await future
 
     def _start(self) -> None:
-        asyncio.get_running_loop().create_task(self._drain(), name="waitroom-coalesce")
+        self._task = asyncio.get_running_loop().create_task(self._drain(), name="waitroom-coalesce")
 
     async def _drain(self) -> None:
         try:
