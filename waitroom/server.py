@@ -230,5 +230,10 @@ def _run_granian(
         # granian gives up after two deaths of one worker within 5.5 s; a caller
         # that must stay up (the demo) restarts the whole server then.
         respawn_failed_workers=True,
+        # Without it granian waits forever for a worker that does not stop: seen
+        # once in a few dozen stops in the suite (a worker that ignored SIGTERM),
+        # which left the server up past its caller's patience. Stuck workers are
+        # killed after this many seconds; Hypercorn's graceful_timeout does the same.
+        workers_kill_timeout=10,
     ).serve()
     return 0
