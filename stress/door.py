@@ -48,6 +48,7 @@ from stress.gateway_bench import (
     _importable,
     _wait_ready,
     measure_load,
+    start_yardstick,
 )
 from stress.httpclient import client_address
 from stress.loadgen import Request, RequestFactory, http_request
@@ -131,12 +132,8 @@ def _bench(
     ports = {name: _free_port() for name in ("plain", "backend", "gateway")}
     store.flushall()
     db = sample_db(10_000)
-    plain_code = (
-        "from waitroom.server import run; "
-        f"run('stress.plain_app:app', host={HOST!r}, port={ports['plain']}, server={server!r})"
-    )
     pids = {
-        "plain": procs.start(f"{server}-plain", ["-c", plain_code], SERVER_CORE, env),
+        "plain": start_yardstick(procs, server, ports["plain"], env),
         "backend": procs.start(
             f"{server}-backend",
             [

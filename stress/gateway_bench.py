@@ -144,6 +144,16 @@ class Processes:
             self.stop(proc.pid)
 
 
+def start_yardstick(procs: Processes, server: str, port: int, env: dict[str, str]) -> int:
+    """``stress.plain_app`` on ``server`` through waitroom's own server runner (so with
+    the gateway's server settings), pinned to the server core; its pid."""
+    code = (
+        "from waitroom.server import run; "
+        f"run('stress.plain_app:app', host={HOST!r}, port={port}, server={server!r})"
+    )
+    return procs.start(f"{server}-plain", ["-c", code], SERVER_CORE, env)
+
+
 def _free_port() -> int:
     with socket.socket() as probe:
         probe.bind((HOST, 0))
@@ -499,15 +509,11 @@ def _bench_server(
 
     keys = RoomKeys(ROOM)
     store.flushall()
-    plain_code = (
-        "from waitroom.server import run; "
-        f"run('stress.plain_app:app', host={HOST!r}, port={ports['plain']}, server={server!r})"
-    )
     # Everything is started at once and measured in interleaved rounds: an idle
     # server costs nothing, and a slow drift of this noisy machine then hits every
     # route alike instead of whichever happened to run last.
     pids = {
-        "plain": procs.start(f"{server}-plain", ["-c", plain_code], SERVER_CORE, env),
+        "plain": start_yardstick(procs, server, ports["plain"], env),
         "direct": procs.start(
             f"{server}-backend-direct", backend_args(ports["direct"]), SERVER_CORE, backend_env
         ),
