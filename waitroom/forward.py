@@ -90,6 +90,8 @@ class Forwarder:
         out = [(k, v) for k, v in headers if k in FORWARD_REQUEST]
         out += about
         out.append((ADMISSION_HEADER, self.admission.reusable(self.room, self.worker).encode()))
+        if self.stats is not None:
+            self.stats.sent()
         started = time.perf_counter()
         try:
             answer = await upstream.request(method, path, out, body)

@@ -1,13 +1,14 @@
 """What the gateway sees of the line and the backend, shared through Redis.
 
-Each worker counts its forwarded requests per wall-clock second (latency bucket,
-errors) and adds them to one Redis hash per second every half second
-(``BackendStats``): one pipelined write per worker, however busy. Once a second the
-pacer's lease holder turns the room's state and the last few seconds of those
-counters into one sample (``Sampler``): the line, admissions and arrivals per
-second, and the backend's latency and error rate as the gateways saw them. The
-last 15 minutes of samples are kept in a capped list for the admin's live chart,
-and the newest is what admission control reacts to.
+Each worker counts its forwarded requests per wall-clock second (when sent, and
+when answered with their latency bucket and errors) and adds them to one Redis
+hash per second every half second (``BackendStats``): one pipelined write per
+worker, however busy. Once a second the pacer's lease holder turns the room's
+state and the last few seconds of those counters into one sample (``Sampler``):
+the line, admissions and arrivals per second, and the backend's load, latency and
+error rate as the gateways saw them. The last 15 minutes of samples are kept in a
+capped list for the admin's live chart, and the newest is what admission control
+reacts to.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ import redis.asyncio as aioredis
 
 from waitroom.errors import StoreUnavailable
 from waitroom.keys import RoomKeys
-from waitroom.queue import RoomState, Tick
+from waitroom.queue import METRICS_TTL_S, RoomState, Tick
 from waitroom.view import stop_requested
 
 log = logging.getLogger(__name__)
@@ -38,8 +39,6 @@ WINDOW_S = 5
 SERIES_LEN = 15 * 60  # one sample a second: 15 minutes
 SERIES_TTL_S = 3600
 FLUSH_INTERVAL_S = 0.5
-# Room-wide counters outlive any quiet spell of a result season.
-METRICS_TTL_S = 30 * 86400
 
 
 class BackendStats:
@@ -50,8 +49,9 @@ class BackendStats:
         self._pending: dict[int, dict[str, int]] = {}
         self._totals: dict[str, int] = {}
 
-    def record(self, seconds: float, ok: bool, kind: str = "") -> None:
-        counts = self._pending.setdefault(int(time.time()), {})
+    def record(self, seconds: float, ok: bool, kind: str = "", now: float | None = None) -> None:
+        """One forwarded request; ``now`` replaces the clock, for simulations."""
+        counts = self._pending.setdefault(int(time.time() if now is None else now), {})
         counts["n"] = counts.get("n", 0) + 1
         if not ok:
             counts["err"] = counts.get("err", 0) + 1
@@ -61,6 +61,12 @@ class BackendStats:
         self.count("backend_requests")
         self.count(f"backend_bucket:{bucket}")
         self.count("backend_us", int(seconds * 1_000_000))
+
+    def sent(self, now: float | None = None) -> None:
+        """One request on its way to the backend: what the backend is sent, which a
+        backend past its capacity answers only later (``now``: for simulations)."""
+        counts = self._pending.setdefault(int(time.time() if now is None else now), {})
+        counts["sent"] = counts.get("sent", 0) + 1
 
     def count(self, name: str, n: int = 1) -> None:
         """Add to a room-wide counter (``name`` from a fixed set: keys stay bounded)."""
@@ -114,6 +120,13 @@ class Sample:
     shown_total: int = 0
     effective_rate: float | None = None
     noshow_factor: float = 1.0
+    # Requests answered well in the newest complete second (the window's newest is
+    # still being flushed): a backend past its capacity answers about its capacity
+    # every second, so while it struggles this measures what it can do now, where
+    # the window's mean mixes in seconds from before.
+    backend_recent_per_s: float = 0.0
+    # Requests sent to the backend a second (answered or not yet): its offered load.
+    backend_sent_per_s: float = 0.0
 
     def as_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -127,8 +140,12 @@ class Sampler:
         self.keys = keys
         self.last: Sample | None = None
 
-    async def maybe_sample(self, tick: Tick, state: RoomState | None) -> Sample | None:
-        now = time.time()
+    async def maybe_sample(
+        self, tick: Tick, state: RoomState | None, now: float | None = None
+    ) -> Sample | None:
+        """This second's sample, or None within a second of the last; ``now``
+        replaces the clock, for simulations (the governor's tests)."""
+        now = time.time() if now is None else now
         last = self.last
         if last is not None and now - last.t < 1.0:
             return None
@@ -176,18 +193,33 @@ class Sampler:
 
 
 def _window(seconds: list[dict[bytes, bytes]]) -> dict[str, Any]:
-    """Latency percentiles, error share and throughput over the window's counters."""
+    """Latency percentiles, error share and throughput over the window's counters
+    (one hash a second, oldest first)."""
+    per_second = [
+        {(k.decode() if isinstance(k, bytes) else str(k)): int(v) for k, v in counts.items()}
+        for counts in seconds
+    ]
     total: dict[str, int] = {}
-    for counts in seconds:
-        for field, value in counts.items():
-            name = field.decode() if isinstance(field, bytes) else str(field)
-            total[name] = total.get(name, 0) + int(value)
+    for counts in per_second:
+        for name, value in counts.items():
+            total[name] = total.get(name, 0) + value
+    # The newest second may still wait for a worker's flush; the one before is whole.
+    whole = per_second[-2] if len(per_second) >= 2 else {}
+    recent = whole.get("n", 0) - whole.get("err", 0)
     n = total.get("n", 0)
     if not n:
-        return {"backend_per_s": 0.0, "p50_ms": None, "p95_ms": None, "error_rate": None}
+        return {
+            "backend_per_s": 0.0,
+            "backend_sent_per_s": round(total.get("sent", 0) / WINDOW_S, 2),
+            "p50_ms": None,
+            "p95_ms": None,
+            "error_rate": None,
+        }
     histogram = [total.get(f"b{i}", 0) for i in range(len(BUCKETS_MS) + 1)]
     return {
         "backend_per_s": round(n / WINDOW_S, 2),
+        "backend_recent_per_s": float(recent),
+        "backend_sent_per_s": round(total.get("sent", 0) / WINDOW_S, 2),
         "p50_ms": percentile(histogram, 0.50),
         "p95_ms": percentile(histogram, 0.95),
         "error_rate": round(total.get("err", 0) / n, 4),
