@@ -57,6 +57,8 @@ def create_app(settings: Settings | None = None) -> Quart:
         cookies=cookies,
         body_timeout_s=settings.body_timeout_s,
         pass_ttl_s=services.view.pass_ttl_s,
+        protected_paths=settings.protected_paths,
+        max_body_bytes=settings.max_body_bytes,
     )
 
     @app.while_serving  # type: ignore[type-var]

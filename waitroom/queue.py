@@ -24,6 +24,7 @@ from waitroom.config import Settings
 from waitroom.errors import StoreUnavailable
 from waitroom.i18n import LANGUAGES
 from waitroom.keys import RoomKeys
+from waitroom.paths import EVERYTHING
 
 T = TypeVar("T")
 
@@ -118,6 +119,8 @@ class RoomState:
     governor_reason: str = ""
     governor_at: float = 0.0
     shown: int = 0  # admitted students who came for their pass
+    # The origin's paths that wait in line (waitroom/paths.py), as stored.
+    protected_paths: str = EVERYTHING
 
     @property
     def admission_rate(self) -> float:
@@ -358,6 +361,7 @@ class Queue:
             governor_reason=s.get("governor_reason", ""),
             governor_at=float(s.get("governor_at") or 0.0),
             shown=int(s.get("shown", 0)),
+            protected_paths=c.get("protected_paths", self.settings.protected_paths),
         )
 
 
