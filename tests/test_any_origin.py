@@ -28,6 +28,7 @@ import pytest
 import redis
 
 from tests.e2e import GatewayFactory, student, wait_for_credit
+from tests.gateway_processes import node_env, start_node, stop_node, wait_up
 from tests.servers import free_port
 from tests.shop_origin import BIG_BYTES
 from waitroom.keys import RoomKeys
@@ -248,3 +249,37 @@ async def test_only_protected_paths_wait_and_only_lookup_paths_count(
             assert r.status == 302  # not a lookup: never limited
         async with s.post(url + "/echo", data=b"roll=1") as r:
             assert r.status == 429
+
+
+@pytest.mark.parametrize("server", ["hypercorn", "granian"])
+async def test_streams_and_a_broken_answer_on_both_servers(
+    redis_url: str, portal: str, server: str
+) -> None:
+    port = free_port()
+    process = start_node(port, node_env(redis_url, portal, server=server, rate=50.0))
+    try:
+        await asyncio.to_thread(wait_up, port, process)
+        url = f"http://127.0.0.1:{port}"
+        upload = os.urandom(2 * 1024 * 1024)
+        async with student() as s:
+            await wait_for_credit(url)
+            async with s.get(url + "/login") as r:
+                assert r.status == 200
+            form = aiohttp.FormData()
+            form.add_field("marksheet", io.BytesIO(upload), filename="m.pdf")
+            async with s.post(url + "/upload", data=form) as r:
+                assert (await r.json())["sha256"] == hashlib.sha256(upload).hexdigest()
+            async with s.get(url + "/big") as r:
+                assert len(await r.read()) == BIG_BYTES
+            async with s.get(url + "/stream?parts=3") as r:
+                assert await r.text() == "part 0\npart 1\npart 2\n"
+            with pytest.raises(aiohttp.ClientPayloadError):
+                async with s.get(url + "/cut") as r:
+                    await r.read()
+            async with s.get(url + "/private") as r:
+                assert r.status == 403  # the worker is still well
+    finally:
+        err = stop_node(process)
+    # A broken answer is a warning of ours, never a traceback.
+    assert b"Traceback" not in err, err.decode(errors="replace")[-3000:]
+    assert b"cut short" in err
