@@ -5,7 +5,8 @@ cached view, pacer, door, forwarder); they are opened and closed in
 ``while_serving``. Every request a student makes is answered by the lean layer
 (``waitroom.lean``), installed as ``app.asgi_app`` middleware, so the Quart object
 is the complete ASGI application; Quart itself serves the admin pages,
-``/metrics``, ``/readyz``, ``/healthz`` and the calm answer to unknown paths.
+``/metrics``, ``/readyz``, ``/healthz`` and the calm answer to anything else under
+them (every other path is the origin's).
 """
 
 from __future__ import annotations
