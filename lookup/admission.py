@@ -23,6 +23,11 @@ from lookup.errors import AdmissionExpired, AdmissionInvalid, AdmissionMissing
 
 HEADER = "X-Waitroom-Admission"
 HEADER_BYTES = HEADER.lower().encode("ascii")  # ASGI header names are lower-case bytes
+# Marks a 403 as the backend refusing the admission header (a secret mismatch), not
+# a page that says "forbidden": the gateway shows its busy page for the one and
+# passes the other on. Stripped before any answer leaves the gateway.
+REFUSED_HEADER = "X-Waitroom-Refused"
+REFUSED_HEADER_BYTES = REFUSED_HEADER.lower().encode("ascii")
 SALT = "waitroom.admission"
 DEFAULT_MAX_AGE_S = 30
 # Gateway and backend clocks may disagree by this much without refusing tokens.

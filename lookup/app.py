@@ -31,7 +31,7 @@ from urllib.parse import parse_qs
 import jinja2
 from markupsafe import Markup, escape
 
-from lookup.admission import HEADER, HEADER_BYTES, AdmissionSigner
+from lookup.admission import HEADER, HEADER_BYTES, REFUSED_HEADER_BYTES, AdmissionSigner
 from lookup.errors import AdmissionError, AdmissionExpired, AdmissionMissing
 from lookup.store import ResultStore
 from lookup.words import WORDS, other, pick_language
@@ -49,9 +49,17 @@ TEXT = b"text/plain; charset=utf-8"
 # Marksheets are personal: no shared cache may keep them, no browser store them.
 NO_STORE = b"no-store"
 DEFAULT_TIME_ZONE = "Asia/Kolkata"
+# The backend owns its pages' protection: the gateway passes an origin's headers on
+# as they are, since it cannot know what a board's own site needs.
 _COMMON_HEADERS = [
     (b"x-content-type-options", b"nosniff"),
     (b"referrer-policy", b"no-referrer"),
+    (b"x-frame-options", b"DENY"),
+    (
+        b"content-security-policy",
+        b"default-src 'self'; img-src 'self' data:; style-src 'self' 'unsafe-inline'; "
+        b"frame-ancestors 'none'; form-action 'self'",
+    ),
 ]
 # What the gateway tells the backend about the student's turn (absent when the
 # backend is reached directly): lookups left after this request, and when the pass
@@ -305,6 +313,17 @@ class LookupApp:
         self, scope: Scope, receive: Receive, headers: list[tuple[bytes, bytes]], lang: str
     ) -> Response:
         turn = read_turn(headers, self.tz)
+        accept = _header(headers, b"accept") or b""
+        if b"application/json" in accept and b"text/html" not in accept:
+            # A JSON app that reached the front of the line: where its lookup goes.
+            # The gateway forwards every request; what the site offers is the site's
+            # to say.
+            about: dict[str, Any] = {"state": "admitted", "result_url": "/api/result"}
+            if turn is not None and turn.left is not None:
+                about["lookups_left"] = turn.left
+            if turn is not None and turn.expires is not None:
+                about["pass_expires_at"] = int(turn.expires.timestamp())
+            return _json(200, about)
         if turn is None:
             return Response(200, self._form_pages[lang], headers=_language_header(lang))
         return self._form(200, lang, "", "", None, {}, turn_words(turn, lang, used=False))
@@ -467,11 +486,13 @@ class LookupApp:
         )
         log.debug("refused %s: %s", path, exc)
         key = "expired" if reason == "expired" else "not_admitted"
+        refused = [(REFUSED_HEADER_BYTES, b"admission")]
         if path.startswith("/api/"):
             message = WORDS["en"][key]
-            return _json(403, {"error": "not_admitted", "reason": reason, "message": message})
+            body = {"error": "not_admitted", "reason": reason, "message": message}
+            return _json(403, body, refused)
         t = WORDS[lang]
-        return self._message(403, lang, t["title_not_admitted"], t[key], link="")
+        return self._message(403, lang, t["title_not_admitted"], t[key], refused, link="")
 
     def _unavailable(self, path: str, lang: str) -> Response:
         retry = [(b"retry-after", b"5")]

@@ -178,6 +178,34 @@ async def test_a_change_reaches_every_gateway_within_a_second_and_is_audited(
         assert "<td>mode</td>" not in page
 
 
+async def test_an_admin_chooses_the_paths_that_wait_in_line(
+    gateway: GatewayFactory, redis_client: aioredis.Redis
+) -> None:
+    keys = RoomKeys("results")
+    async with gateway(**admin(rate=0.001)) as gw, student() as s:
+        await wait_for_credit(gw.url)
+        assert await login(s, gw.url) == 303
+        form = {"csrf": await csrf(s, gw.url), "protected_paths": "result"}
+        code, page = await post(s, gw.url, "/admin/settings", form)
+        assert code == 400 and "must start with /" in page
+        assert await redis_client.hget(keys.config, "protected_paths") is None
+        form = {"csrf": await csrf(s, gw.url), "protected_paths": "/result, /api/*"}
+        assert (await post(s, gw.url, "/admin/settings", form))[0] == 303
+        assert await redis_client.hget(keys.config, "protected_paths") == b"/result,/api/*"
+        entry = json.loads((await redis_client.lrange(keys.audit, 0, 0))[0])
+        assert (entry["field"], entry["old"], entry["new"]) == (
+            "protected_paths",
+            "/*",
+            "/result,/api/*",
+        )
+        await asyncio.sleep(0.6)  # the next refresh of the gateway's view
+        async with student() as visitor:
+            # The form page is no longer protected: straight to the backend, no place.
+            async with visitor.get(gw.url + "/") as response:
+                assert response.status == 200 and 'action="result?lang=' in await response.text()
+            assert "wr_ticket" not in {c.key for c in visitor.cookie_jar}
+
+
 async def test_the_audit_records_the_value_in_force_and_the_value_as_entered(
     gateway: GatewayFactory, redis_client: aioredis.Redis
 ) -> None:

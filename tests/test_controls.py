@@ -54,6 +54,19 @@ def test_every_bad_value_is_reported_with_the_value() -> None:
     assert "'x'" in by_field["mode"].message
 
 
+def test_protected_paths_are_checked_and_kept_as_a_clean_list() -> None:
+    changes, errors = controls.parse_settings({"protected_paths": " /result , /results/* ,"})
+    assert errors == [] and changes == {"protected_paths": "/result,/results/*"}
+    for bad, reason in [
+        ("results", "must start with /"),
+        ("/res*ults", "may only end a pattern"),
+        ("/result?roll=1", "no spaces, query string"),
+    ]:
+        _, errors = controls.parse_settings({"protected_paths": f"/ok,{bad}"})
+        assert [e.field for e in errors] == ["protected_paths"]
+        assert reason in errors[0].message and repr(bad) in errors[0].message
+
+
 def test_banner_is_one_line_of_plain_text() -> None:
     assert controls.clean_banner("  Results\n\tout \x00now\u202e ") == "Results out now"
     # Devanagari's joiners survive.

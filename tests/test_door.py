@@ -101,8 +101,12 @@ async def test_a_ticket_at_the_front_is_traded_once(
         browser = await s.door.decide(visit(tickets=[a.issued]))
         assert isinstance(browser, Forward) and browser.issued
         assert browser.admission is not None and browser.admission.id == a.ticket.id
-        app = await s.door.decide(visit(tickets=[b.issued], as_json=True))
-        assert isinstance(app, Admitted) and app.issued
+        # A status check at the front only says "ready"; the app's own request
+        # trades the ticket and goes on, counted as a lookup.
+        ready = await s.door.decide(visit(path="/status", tickets=[b.issued], as_json=True))
+        assert isinstance(ready, Waiting) and ready.standing.ready and ready.issued is None
+        app = await s.door.decide(visit("POST", "/api/result", tickets=[b.issued], as_json=True))
+        assert isinstance(app, Forward) and app.issued and app.verdict is not None
         # A copy of a traded ticket buys no second pass: a new place, and why.
         copy = await s.door.decide(visit(tickets=[a.issued]))
         assert isinstance(copy, Waiting) and copy.notice == "rejected_spent"
@@ -115,10 +119,13 @@ async def test_a_pass_forwards_counts_lookups_and_stops_at_the_limit(
 ) -> None:
     async with door_services(redis_url, pass_max_lookups=2) as s:
         _, token = s.signer.issue_pass("t1", "e")
-        asked = await s.door.decide(visit(pass_token=token, as_json=True))
+        asked = await s.door.decide(visit(path="/status", pass_token=token, as_json=True))
         assert asked == Admitted()
         page = await s.door.decide(visit(pass_token=token))
-        assert isinstance(page, Forward) and page.verdict is None  # a GET costs nothing
+        assert isinstance(page, Forward) and page.verdict is None  # not a lookup path
+        # A JSON app's own request is forwarded like any other once admitted.
+        app = await s.door.decide(visit(pass_token=token, as_json=True))
+        assert isinstance(app, Forward) and app.verdict is None
         for used in (1, 2):
             lookup = await s.door.decide(visit("POST", "/api/result", pass_token=token))
             assert isinstance(lookup, Forward) and lookup.verdict is not None
@@ -157,7 +164,8 @@ async def test_the_pass_through_mode_forwards_without_a_line(
         redis_sync.hset(KEYS.config, "mode", "pass-through")
         await s.view.refresh()
         assert await s.door.decide(visit()) == Forward(None)
-        assert await s.door.decide(visit(as_json=True)) == Admitted()
+        assert await s.door.decide(visit(as_json=True)) == Forward(None)
+        assert await s.door.decide(visit(path="/status", as_json=True)) == Admitted()
         assert await s.door.decide(visit("POST", "/api/result")) == Forward(None)
         assert int(redis_sync.hget(KEYS.state, "seq") or 0) == 0
 
@@ -214,8 +222,9 @@ async def test_an_idle_room_admits_a_prefix_of_a_block_at_once(
         redis_sync.hset(KEYS.state, "credit", 3)
         decisions = await asyncio.gather(*(s.door.decide(visit(as_json=True)) for _ in range(5)))
         kinds = [type(d).__name__ for d in decisions]
-        # The three credits go to the first three places, in order; the rest wait.
-        assert kinds == ["Admitted", "Admitted", "Admitted", "Waiting", "Waiting"]
+        # The three credits go to the first three places, in order (their requests
+        # go on to the origin); the rest wait.
+        assert kinds == ["Forward", "Forward", "Forward", "Waiting", "Waiting"]
         assert redis_sync.hget(KEYS.state, "frontier") == b"3"
 
 

@@ -302,6 +302,12 @@ async def _faulty_backend(mode: str) -> tuple[asyncio.Server, int]:
                 writer.write(
                     f"HTTP/1.1 {code} X\r\ncontent-length: {len(body)}\r\n\r\n".encode() + body
                 )
+            elif mode == "refuses the admission":
+                body = b"not admitted"
+                writer.write(
+                    b"HTTP/1.1 403 Forbidden\r\nx-waitroom-refused: admission\r\n"
+                    b"content-length: %d\r\n\r\n%s" % (len(body), body)
+                )
             await writer.drain()
         except (ConnectionError, asyncio.IncompleteReadError):
             pass
@@ -325,7 +331,7 @@ async def _faulty_backend(mode: str) -> tuple[asyncio.Server, int]:
         "status 500",
         "status 502",
         "status 503",
-        "status 403",
+        "refuses the admission",
     ],
 )
 async def test_a_broken_backend_only_ever_shows_the_busy_page(

@@ -313,7 +313,7 @@ async def test_readyz_names_what_is_missing(backend: Any, results_db: Path) -> N
             await wait_for_credit(gw.url)
             code, body = await ready(gw.url)
             assert code == 503 and body["redis"] and not body["backend"]
-            assert "lookup backend" in body["reason"] and "unreachable" in body["reason"]
+            assert "origin at" in body["reason"] and "unreachable" in body["reason"]
             async with serving(create_backend(results_db, admission_keys=BACKEND_KEYS), port):
                 code, body = await ready(gw.url)
                 assert code == 200 and body["ready"] and "reason" not in body

@@ -28,6 +28,7 @@ from waitroom import door as door_module
 from waitroom import standing as standing_module
 from waitroom.door import Door
 from waitroom.lean import Lean, cookie, cookie_values
+from waitroom.paths import EVERYTHING, RESULT_ROUTES, parse_rule
 from waitroom.queue import RoomState
 from waitroom.rawasgi import Message, Scope
 from waitroom.responses import CookiePolicy
@@ -327,7 +328,7 @@ def status_scope(token: str | None, method: str = "GET") -> Scope:
 def door_for(view: RoomView, signer: TicketSigner) -> Door:
     # No Redis here: the status check never asks it (a join would fail loudly).
     none = cast(Any, None)
-    return Door(view, signer, none, none, none, join_limit=0)
+    return Door(view, signer, none, none, none, join_limit=0, lookups=parse_rule(RESULT_ROUTES))
 
 
 def lean(view: RoomView, signer: TicketSigner) -> tuple[Lean, Recorder]:
@@ -342,6 +343,8 @@ def lean(view: RoomView, signer: TicketSigner) -> tuple[Lean, Recorder]:
         none,
         cookies=CookiePolicy(False),
         body_timeout_s=10.0,
+        protected_paths=EVERYTHING,
+        max_body_bytes=1 << 20,
         pass_ttl_s=lambda: 600,
     )
     return layer, recorder

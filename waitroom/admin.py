@@ -193,6 +193,7 @@ def admin_blueprint(services: Services) -> Blueprint:
         "pass_ttl_s": str(settings.pass_ttl_s),
         "mode": "queue",
         "paused": "0",
+        "protected_paths": settings.protected_paths,
     }
 
     async def change(current: Session, changes: dict[str, str]) -> Reply:
@@ -327,6 +328,7 @@ def _live(services: Services, series: list[dict[str, Any]]) -> dict[str, Any]:
         p95_ms=latest.get("p95_ms"),
         error_rate=latest.get("error_rate"),
         banner=dict(s.banner),
+        protected_paths=s.protected_paths,
     )
     if s.release_at_ms is not None:
         body["release"] = _release(s.release_at_ms, s.release_seed, s.release_base, s.released_n)
@@ -420,6 +422,7 @@ def _in_force(state: RoomState, field: str, value: str) -> bool:
         "mode": state.mode,
         "banner_en": dict(state.banner).get("en", ""),
         "banner_hi": dict(state.banner).get("hi", ""),
+        "protected_paths": state.protected_paths,
     }
     if field not in current:
         return False

@@ -5,7 +5,8 @@ cached view, pacer, door, forwarder); they are opened and closed in
 ``while_serving``. Every request a student makes is answered by the lean layer
 (``waitroom.lean``), installed as ``app.asgi_app`` middleware, so the Quart object
 is the complete ASGI application; Quart itself serves the admin pages,
-``/metrics``, ``/readyz``, ``/healthz`` and the calm answer to unknown paths.
+``/metrics``, ``/readyz``, ``/healthz`` and the calm answer to anything else under
+them (every other path is the origin's).
 """
 
 from __future__ import annotations
@@ -57,6 +58,8 @@ def create_app(settings: Settings | None = None) -> Quart:
         cookies=cookies,
         body_timeout_s=settings.body_timeout_s,
         pass_ttl_s=services.view.pass_ttl_s,
+        protected_paths=settings.protected_paths,
+        max_body_bytes=settings.max_body_bytes,
     )
 
     @app.while_serving  # type: ignore[type-var]

@@ -20,6 +20,7 @@ from typing import Any
 
 from waitroom.errors import ConfigError
 from waitroom.passwords import check_hash_format
+from waitroom.paths import EVERYTHING, RESULT_ROUTES, parse_rule
 
 ENV_PREFIX = "WAITROOM_"
 MODES = ("production", "demo", "test")
@@ -241,6 +242,14 @@ class Settings:
     # join limit). Far below join_limit: the pre-queue is shuffled at the release,
     # so every extra place is another draw for the front.
     prequeue_join_limit: int = 4
+    # The origin's paths that wait in line (waitroom/paths.py: /x exact, /x/* a
+    # prefix); the admin page may change them. Other paths pass straight through.
+    protected_paths: str = EVERYTHING
+    # Paths whose requests count against a pass's lookups (pass_max_lookups).
+    lookup_paths: str = RESULT_ROUTES
+    # The largest request body forwarded to the origin (a file upload, say);
+    # bigger ones get a 413 before the origin sees a byte.
+    max_body_bytes: int = 8 * 1024 * 1024
     # A request body (a lookup form) must arrive within this: a body that trickles
     # in a byte at a time would otherwise hold a connection and a slot forever.
     body_timeout_s: float = 10.0
@@ -338,6 +347,9 @@ def _check(s: Settings) -> None:
         s.rate,
         "must be a number of people per second (or auto)",
     )
+    for name in ("protected_paths", "lookup_paths"):
+        parse_rule(getattr(s, name), ENV_PREFIX + name.upper())
+    need(s.max_body_bytes >= 1024, "max_body_bytes", s.max_body_bytes, "must be at least 1024")
     need(s.max_active >= 1, "max_active", s.max_active, "must be at least 1")
     need(s.pass_ttl_s >= 10, "pass_ttl_s", s.pass_ttl_s, "must be at least 10 seconds")
     need(s.active_window_s >= 5, "active_window_s", s.active_window_s, "must be at least 5 seconds")

@@ -15,6 +15,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
+from waitroom.errors import ConfigError
+from waitroom.paths import parse_rule
+
 MODES = {
     "queue": "Queue: admit in order at the set rate",
     "queue-all": "Queue all: everyone waits, nobody is admitted (before a release)",
@@ -71,6 +74,18 @@ def parse_settings(form: Mapping[str, str]) -> tuple[dict[str, str], list[FieldE
         else:
             errors.append(
                 FieldError("mode", mode, f"Mode must be one of {', '.join(MODES)}; got {mode!r}")
+            )
+    paths = form.get("protected_paths")
+    if paths is not None:
+        try:
+            changes["protected_paths"] = parse_rule(paths).text
+        except ConfigError as exc:
+            errors.append(
+                FieldError(
+                    "protected_paths",
+                    paths,
+                    f"Protected paths: {exc.reason}; got {exc.value!r}",
+                )
             )
     for lang in ("en", "hi"):
         field = f"banner_{lang}"

@@ -4,15 +4,16 @@ A request carries cookies, a method, a path and what it accepts; the door turns
 them into one decision, in this order:
 
 1. a valid pass: forward the request (a lookup is counted against the pass), or
-   tell a JSON client it is admitted;
+   tell a status check it is admitted;
 2. the pass-through mode (the kill switch): forward, no line at all;
 3. a valid ticket: where its holder stands; at the front, trade it for a pass once
    and forward this very request;
 4. nothing usable: a new place in line (a ``HEAD`` never takes one).
 
-The lean ASGI layer (``waitroom.lean``) renders every decision; nothing here knows
-HTTP. A bad cookie is never an error: it is a new place with a notice that says
-why. Redis is asked only to join, to trade a ticket and to count a lookup, each
+The door sees only requests to the origin's protected paths and the status check
+(``waitroom.lean`` routes the rest); it renders no decision and knows no HTTP. A
+bad cookie is never an error: it is a new place with a notice that says why.
+Redis is asked only to join, to trade a ticket and to count a lookup, each
 coalesced with the other requests of the moment into one script call
 (``waitroom.coalesce``); a waiting student's visit costs no round trip at all.
 """
@@ -28,6 +29,7 @@ from typing import Any
 from waitroom.coalesce import Coalescer
 from waitroom.errors import StoreUnavailable
 from waitroom.limits import Limits, LookupVerdict
+from waitroom.paths import PathRule
 from waitroom.queue import Joined, Queue, Refused
 from waitroom.standing import Standing, standing, standing_from_basis, status_reply
 from waitroom.telemetry import BackendStats, batch_counter
@@ -36,10 +38,8 @@ from waitroom.view import RoomView
 
 log = logging.getLogger(__name__)
 
-# The requests that reach the origin once admitted.
-FORWARDED = frozenset({("GET", "/"), ("HEAD", "/"), ("POST", "/result"), ("POST", "/api/result")})
-# Every request the door decides; anything else is not a student's.
-STUDENT_REQUESTS = FORWARDED | {("GET", "/status"), ("HEAD", "/status")}
+# The gateway's own question "where do I stand?": never forwarded.
+STATUS_PATH = "/status"
 # A browser may send several ticket cookies (an old one for a parent path, a garbled
 # copy): this many are tried, the first valid one wins, and a padded header costs
 # no more than this.
@@ -62,13 +62,10 @@ class Visit:
     headers: Sequence[tuple[bytes, bytes]] = ()
 
     @property
-    def forwardable(self) -> bool:
-        return (self.method, self.path) in FORWARDED
-
-    @property
     def asks_only(self) -> bool:
-        """A request that only asks where it stands: it is never forwarded."""
-        return self.path == "/status" or (self.as_json and self.method in ("GET", "HEAD"))
+        """A request that only asks where it stands: it is never forwarded. Every
+        other request the door sees is for a protected path of the origin."""
+        return self.path == STATUS_PATH
 
 
 # -- decisions -----------------------------------------------------------------------
@@ -142,8 +139,10 @@ class Door:
         stats: BackendStats,
         *,
         join_limit: int,
+        lookups: PathRule,
     ) -> None:
         self.view = view
+        self.lookups = lookups
         self.signer = signer
         self.queue = queue
         self.limits = limits
@@ -170,7 +169,7 @@ class Door:
                 return await self._go_on(visit, admission, None)
 
         state = self.view.state
-        if state is not None and state.mode == "pass-through" and visit.forwardable:
+        if state is not None and state.mode == "pass-through":
             return Admitted() if visit.asks_only else Forward(None)
 
         ticket, rejected = self.ticket(visit.tickets, state.epoch if state else None)
@@ -179,7 +178,7 @@ class Door:
             notice = notice or f"rejected_{rejected}"
         if ticket is not None:
             now = self.standing(ticket)
-            if not now.ready or not visit.forwardable or visit.method == "HEAD":
+            if not now.ready or visit.asks_only or visit.method == "HEAD":
                 return Waiting(ticket, now, notice)
             traded = await self._trade(visit, ticket)
             if traded is not None:
@@ -238,10 +237,10 @@ class Door:
 
     async def _go_on(self, visit: Visit, admission: Pass, issued: str | None) -> Decision:
         """An admitted student's request: forwarded, counted if it is a lookup."""
-        if visit.asks_only or not visit.forwardable:
+        if visit.asks_only:
             return Admitted(issued)
         verdict = None
-        if visit.method == "POST":
+        if visit.method != "HEAD" and self.lookups.matches(visit.path):
             verdict = await self.limits.take_lookup(admission.id)
             if not verdict.allowed:
                 self.stats.count("limited:lookups")
@@ -275,7 +274,7 @@ class Door:
             self.stats.count("limited:joins")
             return JoinLimited(joined.wait_s)
         ticket, token = self.signer.issue_ticket(joined.position, joined.epoch, joined.frontier)
-        if joined.admitted and visit.forwardable:
+        if joined.admitted and not visit.asks_only:
             traded = await self._trade(visit, ticket)
             if traded is not None:  # a brand-new ticket is never spent
                 return traded

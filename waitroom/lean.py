@@ -3,12 +3,16 @@
 Quart costs about 0.4 ms of CPU a request on this class of machine, more than a
 raw ASGI server itself; a waiting room that spent it on the crowd's requests
 failed at its own door. So everything a student meets is answered here: the
-status check, the public queue state, the hashed assets, every page load of ``/``
-(a first visit, a refresh, a JSON app's poll), the ticket-for-pass exchange and
-the forwarding of an admitted student's lookups. The door (``waitroom.door``)
-decides, ``waitroom.replies`` and the origin's answer are what is sent. Quart,
-behind this layer, keeps the admin pages, ``/metrics``, ``/readyz`` and
-``/healthz``, and answers paths that are nobody's.
+status check, the public queue state, the hashed assets, and every request for
+the origin. A protected path (``waitroom.paths``) goes through the door
+(``waitroom.door``): a first visit, a refresh, a JSON app's poll, the
+ticket-for-pass exchange, an admitted student's lookups; ``waitroom.replies`` and
+the origin's answer are what is sent. Any other path of the origin passes straight
+through. Quart, behind this layer, keeps the admin pages, ``/metrics``,
+``/readyz`` and ``/healthz``.
+
+Bodies go to the origin as they arrive, up to ``max_body_bytes``; answers come back
+whole when small, streamed when large or chunked.
 
 A WebSocket is refused cleanly (nothing here speaks it), and anything that goes
 wrong becomes a calm 503 page that retries by itself, never a 500.
@@ -18,34 +22,46 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Iterable
-from urllib.parse import parse_qsl
+from collections.abc import AsyncIterator, Callable, Iterable
+from urllib.parse import parse_qsl, quote
 
 from waitroom.assets import IMMUTABLE, Asset, Assets
-from waitroom.door import MAX_TICKETS, STUDENT_REQUESTS, Door, Forward, Visit
+from waitroom.door import MAX_TICKETS, STATUS_PATH, Door, Forward, Visit
 from waitroom.errors import BackendUnavailable
 from waitroom.forward import Forwarder
 from waitroom.i18n import LANGUAGES, pick_language
-from waitroom.rawasgi import ASGIApp, ClientGone, Receive, Scope, Send, read_body
+from waitroom.paths import cached_rule
+from waitroom.rawasgi import ASGIApp, ClientGone, Message, Receive, Scope, Send
 from waitroom.replies import Replies
 from waitroom.responses import (
     HTML,
     JSON,
     NO_STORE,
-    SECURITY_HEADERS,
     TEXT,
     CookiePolicy,
     Response,
+    StreamCut,
     accepts_gzip,
     send_response,
 )
 from waitroom.tickets import PASS_COOKIE, TICKET_COOKIE
+from waitroom.upstream import AnswerStream, StreamedBody, UpstreamError, UpstreamResponse
 from waitroom.view import RoomView
 
 log = logging.getLogger(__name__)
 
 LANG_COOKIE = "wr_lang"
+# The largest body of a request Quart answers (an admin form).
 MAX_BODY = 16 * 1024
+# A body up to this is read whole before it is forwarded: a form, which the busy
+# page can resubmit and which may be sent twice. A larger one is streamed.
+WHOLE_BODY = 64 * 1024
+# After its first body_timeout_s, a streamed body must keep arriving at this pace
+# (bytes a second): 256 kbit/s, a slow phone's upload, not a trickle.
+MIN_UPLOAD_PACE = 32 * 1024
+# Quart's paths: everything else is the lean layer's or the origin's.
+QUART_PATHS = ("/admin", "/metrics", "/readyz", "/healthz")
+_QUART_PREFIXES = tuple(p + "/" for p in QUART_PATHS)
 _TICKET = TICKET_COOKIE.encode()
 _PASS = PASS_COOKIE.encode()
 _LANG = LANG_COOKIE.encode()
@@ -137,6 +153,8 @@ class Lean:
         cookies: CookiePolicy,
         body_timeout_s: float,
         pass_ttl_s: Callable[[], int],
+        protected_paths: str,
+        max_body_bytes: int,
     ) -> None:
         self.app = app
         self.door = door
@@ -147,6 +165,8 @@ class Lean:
         self.cookies = cookies
         self.body_timeout_s = body_timeout_s
         self.pass_ttl_s = pass_ttl_s
+        self.protected_paths = protected_paths  # until the room's state says otherwise
+        self.max_body_bytes = max_body_bytes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]
@@ -175,8 +195,14 @@ class Lean:
             return
         try:
             await send_response(scope, send, response, compress=self._gzip(scope, response))
+        except StreamCut as exc:
+            # Returning without the body's end makes the server drop the connection.
+            log.warning("waitroom: origin's answer to %s cut short: %s", scope["path"], exc)
         except Exception:
             log.exception("waitroom: lean layer failed on %s %s", scope["method"], scope["path"])
+        finally:
+            if response.stream is not None:
+                response.stream.close()
 
     @staticmethod
     def _gzip(scope: Scope, response: Response) -> bool:
@@ -185,26 +211,34 @@ class Lean:
     async def _answer(self, scope: Scope, receive: Receive) -> Response | None:
         """The answer to the request; None when it is Quart's (and nothing was read)."""
         method, path = scope["method"], scope["path"]
-        if path == "/status" and method in _READS:
+        if path == STATUS_PATH:
+            if method not in _READS:
+                return None
             return self._status(scope) or await self._student(scope, receive)
-        if (method, path) in STUDENT_REQUESTS:
-            if path == "/" and method in _READS and self._polls_as_json(scope):
-                # A JSON app polling / while it waits gets what /status says, by the
-                # same fast copy (tests/test_door.py holds the two together); at the
-                # front it goes on to the door, which trades its ticket.
-                waiting = self._status(scope)
-                if waiting is not None and waiting.status == 202:
-                    return waiting
-            return await self._student(scope, receive)
         if method in _READS:
             if path == "/queue/state":
                 return self._state(scope)
             if path.startswith("/static/"):
-                return self._static(scope, self.assets.files.get(path[8:]), IMMUTABLE)
+                asset = self.assets.files.get(path[8:])
+                if asset is not None:  # else the origin's own /static/
+                    return self._static(scope, asset, IMMUTABLE)
             if path == "/favicon.ico":
                 icon = self.assets.files.get(self.assets.url("favicon.svg")[8:])
                 return self._static(scope, icon, b"public, max-age=86400")
-        return None
+        if path in QUART_PATHS or path.startswith(_QUART_PREFIXES):
+            return None
+        state = self.view.state
+        rule = cached_rule(state.protected_paths if state is not None else self.protected_paths)
+        if not rule.matches(path):
+            return await self._straight(scope, receive)
+        if method in _READS and self._polls_as_json(scope):
+            # A JSON app polling while it waits gets what /status says, by the same
+            # fast copy (tests/test_door.py holds the two together); at the front it
+            # goes on to the door, which trades its ticket.
+            waiting = self._status(scope)
+            if waiting is not None and waiting.status == 202:
+                return waiting
+        return await self._student(scope, receive)
 
     # -- the crowd's requests ------------------------------------------------------------
 
@@ -268,54 +302,128 @@ class Lean:
             )
         return response
 
+    async def _straight(self, scope: Scope, receive: Receive) -> Response | None:
+        """A path the room does not protect: to the origin, no line, no pass."""
+        headers = scope["headers"]
+        lang = pick_language(
+            query_lang(scope),
+            cookie(headers, _LANG),
+            (header(headers, b"accept-language") or b"").decode("latin-1"),
+        )
+        as_json = wants_json(headers)
+        response = await self._forward(scope, receive, Forward(None), as_json, lang)
+        return _GONE if response is None else response
+
     async def _forward(
         self, scope: Scope, receive: Receive, decision: Forward, as_json: bool, lang: str
     ) -> Response | None:
-        """The origin's answer to an admitted student's request, or the busy page."""
+        """The origin's answer to the request, or the busy page; None when the
+        student left before their request arrived."""
         method, path = scope["method"], scope["path"]
+        headers = scope["headers"]
+        declared = _content_length(headers)
+        if declared is not None and declared > self.max_body_bytes:
+            await self.door.settle(decision, None)
+            return self._too_large()
+        body: bytes | StreamedBody
         try:
-            async with asyncio.timeout(self.body_timeout_s):
-                body = await read_body(receive, scope["headers"], MAX_BODY)
+            body = await self._body(receive, declared)
         except ClientGone:
             await self.door.settle(decision, None)
             return None
-        except TimeoutError:
+        except _BodyProblem as exc:
             await self.door.settle(decision, None)
+            return exc.response
+        # The path as the client sent it (percent-encoded), not as decoded for us.
+        raw: bytes = scope.get("raw_path") or quote(path).encode("ascii")
+        query: bytes = scope.get("query_string", b"")
+        target = (raw + b"?" + query if query else raw).decode("latin-1")
+        try:
+            answer = await self.forwarder.forward(
+                method,
+                target,
+                headers,
+                body,
+                self._about(scope, decision, lang),
+                repeatable=decision.verdict is not None,
+            )
+            first = await _first_piece(answer)
+        except ClientGone:
+            await self.door.settle(decision, None)
+            return None
+        except _BodyProblem as exc:
+            await self.door.settle(decision, None)
+            return exc.response
+        except BackendUnavailable as exc:
+            await self.door.settle(decision, None)
+            log.warning("waitroom: %s", exc)
+            resubmit = _form(body) if method == "POST" and isinstance(body, bytes) else {}
+            return self.replies.busy(as_json, lang, resubmit, path)
+        await self.door.settle(decision, answer.status)
+        return _passed_on(method, answer, first)
+
+    async def _body(self, receive: Receive, declared: int | None) -> bytes | StreamedBody:
+        """The request's body: whole when it is small and quick, else streamed as it
+        arrives. Raises ``ClientGone`` or ``_BodyProblem`` (too large, too slow)."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.body_timeout_s
+        chunks: list[bytes] = []
+        size = 0
+        more = True
+        while more and size <= WHOLE_BODY:
+            message = await self._receive(receive, deadline)
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            chunks.append(chunk)
+            more = message.get("more_body", False)
+        if size > self.max_body_bytes:
+            raise _BodyProblem(self._too_large())
+        if not more:
+            return b"".join(chunks)
+
+        async def pieces() -> AsyncIterator[bytes]:
+            received = size
+            yield b"".join(chunks)
+            while True:
+                message = await self._receive(receive, deadline + received / MIN_UPLOAD_PACE)
+                chunk = message.get("body", b"")
+                received += len(chunk)
+                if received > self.max_body_bytes:
+                    raise _BodyProblem(self._too_large())
+                yield chunk
+                if not message.get("more_body", False):
+                    return
+
+        return StreamedBody(declared, pieces())
+
+    async def _receive(self, receive: Receive, deadline: float) -> Message:
+        try:
+            async with asyncio.timeout_at(deadline):
+                message = await receive()
+        except TimeoutError:
             slow = (
                 f"The request body did not arrive within {self.body_timeout_s:g} s. "
                 "Send the form again.\n"
             )
-            return Response(408, slow.encode(), TEXT, [(b"connection", b"close")])
-        if body is None:
-            await self.door.settle(decision, None)
-            message = b"request body too large: a lookup needs a roll number and a date\n"
-            return Response(413, message, TEXT, [(b"cache-control", NO_STORE)])
-        query: bytes = scope.get("query_string", b"")
-        target = f"{path}?{query.decode('latin-1')}" if query else path
-        try:
-            answer = await self.forwarder.forward(
-                method, target, scope["headers"], body, self._about(decision, lang)
-            )
-        except BackendUnavailable as exc:
-            await self.door.settle(decision, None)
-            log.warning("waitroom: %s", exc)
-            resubmit = _form(body) if method == "POST" else {}
-            return self.replies.busy(as_json, lang, resubmit, path)
-        await self.door.settle(decision, answer.status)
-        content_type = None
-        headers: list[tuple[bytes, bytes]] = []
-        for name, value in answer.headers:
-            if name == b"content-type":
-                content_type = value
-            else:
-                headers.append((name, value))
-        return Response(
-            answer.status, answer.body, content_type, headers, security=SECURITY_HEADERS
-        )
+            raise _BodyProblem(
+                Response(408, slow.encode(), TEXT, [(b"connection", b"close")])
+            ) from None
+        if message["type"] == "http.disconnect":
+            raise ClientGone
+        return message
 
-    def _about(self, decision: Forward, lang: str) -> list[tuple[bytes, bytes]]:
-        """What the origin may show of the student's turn: language, lookups, time."""
-        about = [(LANG_HEADER, lang.encode())]
+    def _too_large(self) -> Response:
+        message = (
+            f"The request body is larger than this site accepts "
+            f"({self.max_body_bytes} bytes). Send a smaller file or form.\n"
+        )
+        return Response(413, message.encode(), TEXT, [(b"cache-control", NO_STORE)])
+
+    def _about(self, scope: Scope, decision: Forward, lang: str) -> list[tuple[bytes, bytes]]:
+        """What the origin is told: who asked (X-Forwarded-*), and what it may show
+        of the student's turn (language, lookups, time)."""
+        about = self._forwarded(scope)
+        about.append((LANG_HEADER, lang.encode()))
         admission = decision.admission
         if admission is not None:
             expires = admission.issued_at + self.pass_ttl_s()
@@ -324,6 +432,24 @@ class Lean:
             if verdict is not None and verdict.counted:
                 about.append((LOOKUPS_LEFT_HEADER, b"%d" % max(0, verdict.limit - verdict.used)))
         return about
+
+    def _forwarded(self, scope: Scope) -> list[tuple[bytes, bytes]]:
+        """X-Forwarded-For/-Proto/-Host: the chain a trusted proxy sent, with the peer
+        appended; from anyone else only the peer, since they could write anything."""
+        headers = scope["headers"]
+        peer = scope.get("client")
+        chain = [v for k, v in headers if k == b"x-forwarded-for"]
+        address = str(peer[0]).encode("latin-1") if peer else b"unix"
+        if chain and self.door.limits.trusted_peer(peer):
+            address = b", ".join([*chain, address])
+        forwarded = [
+            (b"x-forwarded-for", address),
+            (b"x-forwarded-proto", str(scope.get("scheme", "http")).encode("latin-1")),
+        ]
+        host = header(headers, b"host")
+        if host is not None:
+            forwarded.append((b"x-forwarded-host", host))
+        return forwarded
 
     # -- what a CDN could serve ----------------------------------------------------------
 
@@ -356,6 +482,92 @@ class Lean:
             headers.append((b"content-encoding", b"gzip"))
             return Response(200, asset.gzipped, asset.content_type, headers, encoded=True)
         return Response(200, asset.body, asset.content_type, headers, encoded=True)
+
+
+class _BodyProblem(Exception):
+    """The request's body cannot be forwarded; ``response`` tells the client why."""
+
+    def __init__(self, response: Response) -> None:
+        self.response = response
+        super().__init__(response.status)
+
+
+def _content_length(headers: Iterable[tuple[bytes, bytes]]) -> int | None:
+    value = header(headers, b"content-length")
+    # The server refuses a malformed length before the request reaches us.
+    return int(value) if value is not None and value.isdigit() else None
+
+
+class _Peeked:
+    """An origin's streamed answer whose first piece has already arrived."""
+
+    def __init__(self, stream: AnswerStream, first: bytes, rest: AsyncIterator[bytes]) -> None:
+        self.stream = stream
+        self.first = first
+        self.rest = rest
+
+    @property
+    def length(self) -> int | None:
+        return self.stream.length
+
+    async def pieces(self) -> AsyncIterator[bytes]:
+        if self.first:
+            yield self.first
+        async for piece in self.rest:
+            yield piece
+
+    def close(self) -> None:
+        self.stream.close()
+
+
+async def _first_piece(answer: UpstreamResponse) -> _Peeked | None:
+    """A streamed answer with its first piece read: an origin that fails before
+    sending any of its body still gets the busy page, not a broken answer."""
+    stream = answer.stream
+    if stream is None:
+        return None
+    rest = stream.pieces()
+    try:
+        first = await anext(rest, b"")
+    except UpstreamError as exc:
+        stream.close()
+        raise BackendUnavailable("origin", str(exc)) from exc
+    except BaseException:
+        stream.close()
+        raise
+    return _Peeked(stream, first, rest)
+
+
+def _passed_on(method: str, answer: UpstreamResponse, stream: _Peeked | None) -> Response:
+    """The origin's answer as the client gets it: its own headers (the gateway adds
+    none of its security headers to a site it does not know), its own encoding."""
+    content_type = None
+    declared = None
+    encoded = False
+    headers: list[tuple[bytes, bytes]] = []
+    for name, value in answer.headers:
+        if name == b"content-type":
+            content_type = value
+        elif name == b"content-length":
+            declared = value
+        else:
+            encoded = encoded or name == b"content-encoding"
+            headers.append((name, value))
+    length = None
+    if method == "HEAD" and declared is not None and declared.isdigit():
+        length = int(declared)  # what a GET would get; a HEAD's answer has no body
+    elif content_type is None and stream is None and answer.status not in (204, 304):
+        length = len(answer.body)  # a redirect, say: nothing to type or compress
+    return Response(
+        answer.status,
+        answer.body,
+        content_type,
+        headers,
+        encoded=encoded,
+        security=(),
+        stream=stream,
+        length=length,
+    )
 
 
 def _form(body: bytes) -> dict[str, str]:

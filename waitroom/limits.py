@@ -51,9 +51,14 @@ _ERRORS = (redis.exceptions.RedisError, OSError)
 _XFF = b"x-forwarded-for"
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
-# Backend answers that mean the lookup was made: a marksheet, or "no such result"
-# (which must count, or a pass would buy unlimited guesses of a date of birth).
-LOOKED_UP = frozenset({200, 404})
+
+
+def looked_up(status: int | None) -> bool:
+    """Whether the origin's answer means the lookup was made: any success or
+    redirect (a site that answers a form with "see /marks"), and "no such result"
+    (which must count, or a pass would buy unlimited guesses of a date of birth).
+    A refusal of the request itself (400, 405, 413...) or no answer gives it back."""
+    return status is not None and (status < 400 or status == 404)
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,7 +129,7 @@ class Limits:
 
         ``status`` is the backend's answer, None when it could not answer at all.
         """
-        if not verdict.counted or not verdict.allowed or status in LOOKED_UP:
+        if not verdict.counted or not verdict.allowed or looked_up(status):
             return
         try:
             await self.counts.call((self.keys.lookups(pass_id), -1))
@@ -138,7 +143,7 @@ class Limits:
         scope's ``client`` and ``headers``)."""
         forwarded = [v for k, v in headers if k == _XFF]
         address = client_address(peer[0] if peer else None, forwarded, self.trusted)
-        if forwarded and not self._untrusted_xff_logged and not self._trusted_peer(peer):
+        if forwarded and not self._untrusted_xff_logged and not self.trusted_peer(peer):
             # Most likely a load balancer that is not in WAITROOM_TRUSTED_PROXIES:
             # then every student counts as the balancer, and joins get refused.
             self._untrusted_xff_logged = True
@@ -149,7 +154,7 @@ class Limits:
             )
         return address
 
-    def _trusted_peer(self, peer: Sequence[Any] | None) -> bool:
+    def trusted_peer(self, peer: Sequence[Any] | None) -> bool:
         address = _parse_ip(str(peer[0])) if peer else None
         return peer is None or (address is not None and any(address in net for net in self.trusted))
 

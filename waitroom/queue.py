@@ -25,6 +25,7 @@ from waitroom.config import Settings
 from waitroom.errors import StoreUnavailable
 from waitroom.i18n import LANGUAGES
 from waitroom.keys import RoomKeys
+from waitroom.paths import EVERYTHING
 
 T = TypeVar("T")
 
@@ -160,6 +161,8 @@ class RoomState:
     governor_at: float = 0.0
     governor_kind: str = ""  # what kind of change the last one was (bounded names)
     shown: int = 0  # admitted students who came for their pass
+    # The origin's paths that wait in line (waitroom/paths.py), as stored.
+    protected_paths: str = EVERYTHING
     # The auto rate: the governor searches for the backend's capacity, ``rate``
     # being the most it may reach; no-shows need no factor then, since the search
     # measures what the backend actually receives (advance.lua does the same).
@@ -430,6 +433,7 @@ class Queue:
             governor_at=float(s.get("governor_at") or 0.0),
             governor_kind=s.get("governor_kind", ""),
             shown=int(s.get("shown", 0)),
+            protected_paths=c.get("protected_paths", self.settings.protected_paths),
             rate_auto=c.get("rate_auto", "1" if self.settings.rate_auto else "0") == "1",
             search=Search.from_json(s["search"]) if s.get("search") else Search(),
         )

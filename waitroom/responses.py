@@ -8,8 +8,9 @@ build answers (``waitroom.replies``, ``waitroom.lean``) only say what to send.
 from __future__ import annotations
 
 import zlib
-from collections.abc import Iterable
+from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from waitroom.rawasgi import Scope, Send
 
@@ -45,6 +46,23 @@ _GZIP_LEVEL = 1
 _COMPRESSIBLE = (b"text/", b"application/json", b"application/javascript", b"image/svg")
 
 
+class Streamed(Protocol):
+    """A body sent as it comes (an origin's large or chunked answer)."""
+
+    @property
+    def length(self) -> int | None: ...  # None: unknown, sent chunked
+
+    def pieces(self) -> AsyncIterator[bytes]: ...
+
+    def close(self) -> None: ...
+
+
+class StreamCut(Exception):
+    """A streamed body stopped short after its head went out: the connection is
+    ended without the body's end, so the client sees a broken answer, not a short
+    one."""
+
+
 @dataclass(slots=True)
 class Response:
     status: int
@@ -55,6 +73,11 @@ class Response:
     encoded: bool = False
     # None: chosen by the content type (PAGE_SECURITY or DATA_SECURITY).
     security: tuple[tuple[bytes, bytes], ...] | None = None
+    # The body still to come, instead of ``body`` (closed by whoever sends it).
+    stream: Streamed | None = None
+    # The Content-Length to declare when it is not the body's (an origin's answer
+    # to HEAD, which declares what a GET would get).
+    length: int | None = None
 
 
 class CookiePolicy:
@@ -105,11 +128,19 @@ def compressible(content_type: bytes | None, size: int) -> bool:
 
 async def send_response(scope: Scope, send: Send, response: Response, *, compress: bool) -> None:
     """Send ``response``; gzip its body when ``compress`` (the client accepts it) and
-    it is worth it. A ``HEAD`` gets the headers a ``GET`` would, and no body."""
+    it is worth it. A ``HEAD`` gets the headers a ``GET`` would, and no body.
+    ``StreamCut`` when a streamed body stops short."""
+    if response.stream is not None:
+        await _send_stream(scope, send, response, response.stream)
+        return
     body = response.body
     headers = response.headers
     content_type = response.content_type
-    if response.status != 304 and content_type is not None:
+    if response.length is not None:
+        if content_type is not None:
+            headers.append((b"content-type", content_type))
+        headers.append((b"content-length", b"%d" % response.length))
+    elif response.status not in (204, 304) and content_type is not None:
         if not response.encoded and compressible(content_type, len(body)):
             # A no-store answer is never cached, so no cache needs to be told what
             # the encoding depended on.
@@ -127,3 +158,24 @@ async def send_response(scope: Scope, send: Send, response: Response, *, compres
     headers += security
     await send({"type": "http.response.start", "status": response.status, "headers": headers})
     await send({"type": "http.response.body", "body": b"" if scope["method"] == "HEAD" else body})
+
+
+async def _send_stream(scope: Scope, send: Send, response: Response, stream: Streamed) -> None:
+    headers = response.headers
+    if response.content_type is not None:
+        headers.append((b"content-type", response.content_type))
+    if stream.length is not None:
+        headers.append((b"content-length", b"%d" % stream.length))
+    headers += response.security or ()
+    await send({"type": "http.response.start", "status": response.status, "headers": headers})
+    if scope["method"] != "HEAD":
+        pieces = stream.pieces()
+        while True:
+            try:
+                piece = await anext(pieces)
+            except StopAsyncIteration:
+                break
+            except Exception as exc:
+                raise StreamCut(str(exc)) from exc
+            await send({"type": "http.response.body", "body": piece, "more_body": True})
+    await send({"type": "http.response.body", "body": b""})

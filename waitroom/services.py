@@ -15,6 +15,7 @@ from waitroom.governor import Governor
 from waitroom.limits import Limits
 from waitroom.pacer import Pacer
 from waitroom.pages import Pages
+from waitroom.paths import parse_rule
 from waitroom.queue import Queue, connect
 from waitroom.telemetry import BackendStats, Sampler, batch_counter
 from waitroom.tickets import TicketSigner
@@ -61,5 +62,13 @@ class Services:
             auth=AdminAuth(client, queue.keys, settings.secret_keys, settings.admin_session_ttl_s),
             pages=Pages(assets, view, settings.time_zone),
             limits=limits,
-            door=Door(view, signer, queue, limits, stats, join_limit=settings.join_limit),
+            door=Door(
+                view,
+                signer,
+                queue,
+                limits,
+                stats,
+                join_limit=settings.join_limit,
+                lookups=parse_rule(settings.lookup_paths, "WAITROOM_LOOKUP_PATHS"),
+            ),
         )

@@ -12,6 +12,7 @@ lean ASGI layer answers it by copying bytes.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import json
 import logging
@@ -116,6 +117,10 @@ class RoomView:
         if self._outage_logged:
             log.warning("waitroom: redis reachable again")
             self._outage_logged = False
+            # Idle connections opened before the outage are dead; the next join,
+            # spend or count to pick one would fail (and a spend or count fail open).
+            with contextlib.suppress(Exception):
+                await self.queue.client.connection_pool.disconnect(inuse_connections=False)
         self._observe(state)
         return state
 

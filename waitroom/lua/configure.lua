@@ -2,7 +2,8 @@
 -- the audit log, in one step (no change goes unrecorded, no record without change).
 --
 -- KEYS[1]  config hash  (rate, max_active, pass_ttl_s, paused, mode, banner_en,
---                        banner_hi, release_at, release_seed, release_base)
+--                        banner_hi, protected_paths, release_at, release_seed,
+--                        release_base)
 -- KEYS[2]  audit list   (newest first, JSON entries)
 -- KEYS[3]  state hash   (seq, frontier, released_n)
 -- ARGV[1]  JSON object merged into every audit entry (at, session, address); its
