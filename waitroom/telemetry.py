@@ -127,6 +127,9 @@ class Sample:
     backend_recent_per_s: float = 0.0
     # Requests sent to the backend a second (answered or not yet): its offered load.
     backend_sent_per_s: float = 0.0
+    # What the pacer admitted at: the governed rate, no-shows made up (the auto
+    # rate's start rate until its first decision).
+    admission_rate: float = 0.0
 
     def as_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -169,6 +172,7 @@ class Sampler:
                 **totals,
                 effective_rate=state.effective_rate if state else None,
                 noshow_factor=state.noshow_factor if state else 1.0,
+                admission_rate=round(state.admission_rate, 3) if state else 0.0,
             )
             async with self.client.pipeline(transaction=False) as pipe:
                 pipe.lpush(self.keys.series, json.dumps(sample.as_json()))
