@@ -16,8 +16,8 @@ from tests.gateway_support import BACKEND_KEYS, make_settings
 from tests.origin_model import T0_S, Origin, Second, Simulation, trace
 from tests.servers import serving
 from waitroom.app import create_app
-from waitroom.governor import Governor
-from waitroom.queue import AUTO_START_RATE, Queue
+from waitroom.governor import KINDS, Governor
+from waitroom.queue import AUTO_START_RATE, Queue, Search
 from waitroom.telemetry import Sample
 
 T0 = 1_900_000_000_000
@@ -423,3 +423,40 @@ async def test_a_full_concurrency_cap_stops_the_search_and_says_so(
     state = await simulation.state()
     assert "300 active passes, the cap" in state.governor_reason
     assert "raise max active passes" in state.governor_reason
+
+
+async def test_metrics_show_the_rate_mode_the_capacity_found_and_each_change_by_kind(
+    redis_client: aioredis.Redis, redis_url: str
+) -> None:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    settings = make_settings(redis_url, rate=400.0, rate_auto=True)
+    queue = Queue(redis_client, settings)
+    async with serving(create_app(settings)) as gw, student() as s:
+        await wait_for_credit(gw.url)
+        deadline = time.monotonic() + 5
+        while (state := await queue.read()) is None or state.governor_kind != "start":
+            assert time.monotonic() < deadline, "the search never started"
+            await asyncio.sleep(0.1)
+        found = Search(phase="hold", since=time.time(), capacity=38.4, per_admission=2.0)
+        why = "auto: found about 38 backend requests/s; holding at 16.3/s"
+        await queue.govern(16.3, None, why, time.time(), kind="hold", search=found)
+        await asyncio.sleep(0.3)  # the views' refresh
+        async with s.get(gw.url + "/metrics") as response:
+            text = await response.text()
+    value = {
+        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+    }
+    assert value[("waitroom_rate_mode", (("mode", "auto"),))] == 1
+    assert value[("waitroom_rate_ceiling", ())] == 400
+    assert value[("waitroom_effective_rate", ())] == 16.3
+    assert value[("waitroom_admission_rate", ())] == 16.3  # no no-show factor in auto
+    assert value[("waitroom_discovered_capacity_per_second", ())] == 38.4
+    assert value[("waitroom_rate_changes_total", (("kind", "start"),))] == 1
+    assert value[("waitroom_rate_changes_total", (("kind", "hold"),))] == 1
+    assert ("waitroom_rate_last_change_timestamp_seconds", (("kind", "hold"),)) in value
+    # Only kinds from the governor's fixed set ever become label values.
+    kinds = {dict(k[1])["kind"] for k in value if k[0] == "waitroom_rate_changes_total"}
+    assert kinds <= set(KINDS)
