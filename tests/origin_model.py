@@ -1,14 +1,15 @@
 """A synthetic origin for the governor's tests: a worker pool with a knee, on a
 simulated clock, driven and measured by the real parts.
 
-Below its capacity the origin answers in about its service time; past it requests
+Below its capacity the origin answers in about its service time; past it lookups
 queue, so latency climbs by the queue's length every second, and past its backlog
 the excess is answered with a 502 after a wait, as a legacy result site's nginx
 does. Admissions come from the real pacer (``advance.lua``, on the simulated
-clock), each bringing ``per_admission`` requests over the next few seconds (the
-student's poll, page and lookup); the origin's answers go through the real
-``BackendStats`` into Redis, the real ``Sampler`` turns them into one ``Sample`` a
-second, and the real ``Governor`` decides on it.
+clock), each bringing ``per_admission`` lookups (through the pool) and
+``pages_per_admission`` pages (answered at once) over the next few seconds; the
+origin's answers go through the real ``BackendStats`` into Redis, the real
+``Sampler`` turns them into one ``Sample`` a second, and the real ``Governor``
+decides on it.
 """
 
 from __future__ import annotations
@@ -29,10 +30,13 @@ T0_S = 1_900_000_000
 
 @dataclass
 class Origin:
-    capacity: float  # requests a second at the knee
+    capacity: float  # lookups a second at the knee
     service_ms: float = 80.0
-    backlog: float = 150.0  # requests that may wait; past it, 502 after a wait
-    per_admission: float = 1.0
+    backlog: float = 150.0  # lookups that may wait; past it, 502 after a wait
+    per_admission: float = 1.0  # lookups each admitted student makes
+    # Pages each admitted student loads: answered at once (a site's cached pages),
+    # never waiting for a worker, as the legacy origin answers its form.
+    pages_per_admission: float = 0.0
     # Shares of an admission's requests that arrive 1, 2, 3 seconds after it.
     lag_shares: tuple[float, ...] = (0.3, 0.5, 0.2)
     seed: int = 1
@@ -45,17 +49,20 @@ class Origin:
 
     def admit(self, second: int, admitted: int) -> None:
         for later, share in enumerate(self.lag_shares, start=1):
-            self._pending[second + later] += admitted * self.per_admission * share
+            self._pending[second + later] += admitted * share
 
     def serve(self, second: int, stats: BackendStats) -> tuple[int, int, int]:
-        """One second of the origin: (arrived, answered well, answered 5xx)."""
-        expected = self._pending.pop(second, 0.0)
-        # Students do not arrive on a grid: Poisson-like noise around the mean.
-        arrived = max(0, round(self._rng.gauss(expected, math.sqrt(expected)))) if expected else 0
+        """One second of the origin: (lookups arrived, answered well, answered 5xx)."""
+        students = self._pending.pop(second, 0.0)
+        at = second + 0.5
+        for _ in range(self._noisy(students * self.pages_per_admission)):
+            stats.sent(now=at)
+            stats.record(self.service_ms / 1000 / 20, True, now=at)
+        arrived = self._noisy(students * self.per_admission)
         before = self.queued
         self.queued += arrived
         for _ in range(arrived):
-            stats.sent(now=second + 0.5)
+            stats.sent(now=at, lookup=True)
         # A pool's answers a second vary a little with where each second cuts them.
         served = int(min(self.queued, self.capacity * self._rng.uniform(0.96, 1.04)))
         self.queued -= served
@@ -65,13 +72,18 @@ class Origin:
             self.queued -= rejected
         # Everyone answered this second waited behind the queue it found.
         wait_ms = 1000 * (before + self.queued) / 2 / self.capacity
-        at = second + 0.5
         for _ in range(served):
             ms = self.service_ms * self._rng.uniform(0.8, 1.3) + wait_ms * self._rng.random()
-            stats.record(ms / 1000, True, now=at)
+            stats.record(ms / 1000, True, now=at, lookup=True)
         for _ in range(rejected):
-            stats.record(2.0, False, "status_5xx", now=at)
+            stats.record(2.0, False, "status_5xx", now=at, lookup=True)
         return arrived, served, rejected
+
+    def _noisy(self, expected: float) -> int:
+        """Students do not arrive on a grid: Poisson-like noise around the mean."""
+        if not expected:
+            return 0
+        return max(0, round(self._rng.gauss(expected, math.sqrt(expected))))
 
 
 @dataclass(frozen=True)

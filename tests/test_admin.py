@@ -521,7 +521,7 @@ async def test_the_admin_switches_the_auto_rate_on_and_off_and_each_switch_is_au
         await Queue(redis_client, make_settings("redis://unused")).govern(
             16.3,
             None,
-            "auto: found about 38 backend requests/s; holding at 16.3/s",
+            "auto: found about 38 lookups/s; holding at 16.3/s",
             0,
             search=found,
         )
@@ -529,10 +529,10 @@ async def test_the_admin_switches_the_auto_rate_on_and_off_and_each_switch_is_au
         while (body := await live(s, gw.url))["capacity"] != 38.4:
             assert time.monotonic() < deadline, body
             await asyncio.sleep(0.05)
-        assert body["rate_mode"] == "auto: found about 38 backend requests/s"
+        assert body["rate_mode"] == "auto: found about 38 lookups/s"
         async with s.get(gw.url + "/admin") as response:
             page = await response.text()
-        assert 'data-k="rate_mode">auto: found about 38 backend requests/s<' in page
+        assert 'data-k="rate_mode">auto: found about 38 lookups/s<' in page
         assert re.search(r'<option value="1" selected>Auto: find what the backend takes', page)
         form = {"csrf": await csrf(s, gw.url), "rate_auto": "0", "rate": "400"}
         assert (await post(s, gw.url, "/admin/settings", form))[0] == 303

@@ -17,8 +17,8 @@ from tests.origin_model import T0_S, Origin, Second, Simulation, trace
 from tests.servers import serving
 from waitroom.app import create_app
 from waitroom.governor import KINDS, Governor
-from waitroom.queue import AUTO_START_RATE, Queue, Search
-from waitroom.telemetry import Sample
+from waitroom.queue import AUTO_START_RATE, Queue, Search, Tick
+from waitroom.telemetry import BackendStats, Sample, Sampler
 
 T0 = 1_900_000_000_000
 
@@ -262,20 +262,24 @@ async def _auto_room(redis_client: aioredis.Redis, redis_url: str, most: float =
 
 
 def _load(second: Second, origin: Origin) -> float:
-    """The backend requests per second that the governed rate sends the origin."""
+    """The lookups a second that the governed rate sends the origin."""
     return second.target_rate * origin.per_admission
 
 
 @pytest.mark.parametrize(
-    ("capacity", "per_admission"),
-    [(40.0, 1.0), (40.0, 2.0), (100.0, 1.0), (300.0, 2.0)],
-    ids=["40-lookups", "40-page-and-lookup", "100-lookups", "300-page-and-lookup"],
+    ("capacity", "per_admission", "pages"),
+    [(40.0, 1.0, 1.0), (40.0, 2.0, 0.0), (100.0, 1.0, 0.0), (200.0, 2.0, 1.0)],
+    ids=["40-page-and-lookup", "40-two-lookups", "100-lookups", "200-page-and-two-lookups"],
 )
 async def test_the_auto_rate_finds_the_backends_capacity_within_a_minute_and_holds_there(
-    redis_client: aioredis.Redis, redis_url: str, capacity: float, per_admission: float
+    redis_client: aioredis.Redis,
+    redis_url: str,
+    capacity: float,
+    per_admission: float,
+    pages: float,
 ) -> None:
     queue = await _auto_room(redis_client, redis_url)
-    origin = Origin(capacity=capacity, per_admission=per_admission)
+    origin = Origin(capacity=capacity, per_admission=per_admission, pages_per_admission=pages)
     seconds = await Simulation(redis_client, queue, origin).run(240)
     log = trace(seconds)
     assert seconds[0].target_rate <= 20, log  # it starts low
@@ -355,7 +359,7 @@ async def test_a_new_pacer_lease_holder_carries_on_from_the_search(
     redis_client: aioredis.Redis, redis_url: str
 ) -> None:
     queue = await _auto_room(redis_client, redis_url)
-    origin = Origin(capacity=40.0, per_admission=2.0)
+    origin = Origin(capacity=40.0, per_admission=1.0, pages_per_admission=1.0)
     simulation = Simulation(redis_client, queue, origin)
     await simulation.run(90)
     before = await simulation.state()
@@ -439,7 +443,7 @@ async def test_metrics_show_the_rate_mode_the_capacity_found_and_each_change_by_
             assert time.monotonic() < deadline, "the search never started"
             await asyncio.sleep(0.1)
         found = Search(phase="hold", since=time.time(), capacity=38.4, per_admission=2.0)
-        why = "auto: found about 38 backend requests/s; holding at 16.3/s"
+        why = "auto: found about 38 lookups/s; holding at 16.3/s"
         await queue.govern(16.3, None, why, time.time(), kind="hold", search=found)
         await asyncio.sleep(0.3)  # the views' refresh
         async with s.get(gw.url + "/metrics") as response:
@@ -460,3 +464,40 @@ async def test_metrics_show_the_rate_mode_the_capacity_found_and_each_change_by_
     # Only kinds from the governor's fixed set ever become label values.
     kinds = {dict(k[1])["kind"] for k in value if k[0] == "waitroom_rate_changes_total"}
     assert kinds <= set(KINDS)
+
+
+async def test_the_sample_measures_lookups_apart_from_pages(
+    redis_client: aioredis.Redis, redis_url: str
+) -> None:
+    queue = await _auto_room(redis_client, redis_url)
+    stats, sampler = BackendStats(), Sampler(redis_client, queue.keys)
+    tick = Tick(True, 0, 10**7)
+    for second in range(T0_S, T0_S + 5):
+        for _ in range(30):  # pages, answered at once
+            stats.sent(now=second)
+            stats.record(0.004, True, now=second)
+        for k in range(12):  # lookups: 10 answered well in 300 ms, 2 with a 502
+            stats.sent(now=second, lookup=True)
+            stats.record(0.3 if k < 10 else 2.0, k < 10, "status_5xx", now=second, lookup=True)
+    await stats.flush(redis_client, queue.keys)
+    sample = await sampler.maybe_sample(tick, await queue.read(), now=T0_S + 5.5)
+    assert sample is not None
+    assert sample.backend_per_s == 42 and sample.p95_ms is not None and sample.p95_ms < 500
+    assert (sample.lookups_per_s, sample.lookups_recent_per_s, sample.lookups_sent_per_s) == (
+        10,
+        10,
+        12,
+    )
+    assert sample.lookups_p95_ms is not None and sample.lookups_p95_ms > 1000
+    assert sample.lookups_error_rate == pytest.approx(2 / 12, abs=1e-3)
+    # An origin whose lookup paths match nothing: after a minute of traffic without
+    # one lookup, every request stands for them (a window without one does not).
+    for offset in range(6, 80):
+        stats.sent(now=T0_S + offset)
+        stats.record(0.05, True, now=T0_S + offset)
+        await stats.flush(redis_client, queue.keys)
+        sample = await sampler.maybe_sample(tick, await queue.read(), now=T0_S + offset + 0.5)
+        assert sample is not None
+        if offset == 20:
+            assert sample.lookups_sent_per_s == 0 and sample.lookups_p95_ms is None
+    assert sample.lookups_sent_per_s == 1 and 20 < (sample.lookups_p95_ms or 0) <= 50

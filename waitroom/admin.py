@@ -347,7 +347,7 @@ def rate_mode(state: RoomState) -> str:
         return "fixed"
     if state.search.capacity is None:
         return "auto: searching for the backend's capacity"
-    return f"auto: found about {state.search.capacity:.0f} backend requests/s"
+    return f"auto: found about {state.search.capacity:.0f} lookups/s"
 
 
 def _release(at_ms: int, seed: str, base: int, released_n: int | None) -> dict[str, Any]:

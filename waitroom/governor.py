@@ -1,8 +1,9 @@
 """The governor: admission that follows the backend's health, and makes up for no-shows.
 
 Run by the pacer's lease holder once a second, on the sample the ``Sampler`` just
-took (the backend's p95 latency, error share and requests per second over the last
-five seconds, as every gateway saw them, and the room's admitted/came counts).
+took (the backend's p95 latency, error share, and lookups sent and answered over
+the last five seconds, as every gateway saw them, and the room's admitted/came
+counts).
 
 - **AIMD** (a fixed rate). While the backend's p95 passes ``backend_p95_target_ms``
   or its error share passes ``backend_error_target``, the rate is cut to 70 % (at
@@ -15,21 +16,23 @@ five seconds, as every gateway saw them, and the room's admitted/came counts).
   admissions a few seconds earlier, to give them time to arrive) sets a factor by
   which the pacer admits faster, so the students reaching the backend match the
   target. The factor is bounded (at most 2) and the concurrency cap still holds.
-- **The auto rate** (``rate_auto``): nobody knows a board's backend capacity in
+- **The auto rate** (``rate_auto``). Nobody knows a board's backend capacity in
   advance, so the governor searches for it, the admin's rate being the most it may
   reach. It starts low and, while the backend stays healthy, raises the rate by
-  half every ``SETTLE_S`` (a change takes a few seconds to reach the backend, since
-  admitted students must come back for their pass, and a full window more to be
-  judged). Healthy means: p95 under the target, and not above ``KNEE_FACTOR`` times
-  the lowest healthy p95 of the last ``BASELINE_S`` (a queue building up: a worker
-  pool past its capacity answers ever later, then with 5xx), and errors under
-  their target. At the knee it cuts admission so the backend's queue drains,
-  takes the requests per second the backend sustained around the knee as its
-  capacity (what the backend actually answered, not the rate that was set), then
-  holds at ``HOLD_SHARE`` of it, converted to admissions by the requests each
-  admission brings (a page and a lookup, fewer with no-shows: measured, so no
-  no-show factor is needed). After ``PROBE_AFTER_S`` healthy it probes upward in
-  small steps, so a capacity that grows is found too, until the next knee.
+  half every ``SETTLE_S`` (admitted students reach the backend a few seconds after
+  their admission, and a raise is judged on a whole window after that). Healthy:
+  p95 under the target and under ``KNEE_FACTOR`` times the lowest healthy p95 of
+  the last ``BASELINE_S`` (a worker pool past its capacity queues: its latency
+  climbs, then it answers 5xx), errors under theirs. At the knee admission is cut
+  so the backend's queue drains, and what the backend answered a second while
+  saturated becomes its capacity, counted in lookups (what a result site is sized
+  by; its pages cost it little), not the rate that was set. The search then holds
+  at ``HOLD_SHARE`` of it, converted to admissions by the lookups each admission
+  brings (measured from what is sent, no-shows included: no no-show factor).
+  After ``PROBE_AFTER_S`` healthy it probes upward in small steps, so a capacity
+  that grows is found, and goes back to the hold when the backend, sent more, no
+  longer answers more. A slowdown is cut at once to what the backend answers now;
+  a latency blip in which it kept up with what it was sent changes no capacity.
 
 Decisions live in the room's state (``govern.lua``) with a reason in words that
 the admin page shows and a kind from a fixed set that ``/metrics`` counts; the
@@ -88,7 +91,7 @@ KNEE_FLOOR_MS = 100.0
 # (no healthy sample for this long) gets a new normal.
 BASELINE_S = 30.0
 # Holding below the capacity leaves room for bursts and for the estimates' own noise
-# (a few per cent each at 40 requests a second): a pool at 85-90 % barely queues.
+# (a few per cent each at 40 lookups a second): a pool at 85-90 % barely queues.
 HOLD_SHARE = 0.85
 # The drain after a knee: admission at this share of the capacity, deeper the
 # further past it admission was (a queue built at 150 % needs a deep cut to drain
@@ -123,9 +126,8 @@ PER_ADMISSION_RANGE = (0.1, 50.0)
 PER_ADMISSION_FADE = 0.9
 PER_ADMISSION_SEED = 100.0
 # Until admission has held still long enough to measure them (a ramp's load lags
-# the rate, so a measurement during one is off): a student loads the page, then
-# looks the result up.
-PER_ADMISSION_GUESS = 2.0
+# the rate, so a measurement during one is off): a student looks their result up.
+PER_ADMISSION_GUESS = 1.0
 
 # Kinds of change, for /metrics (bounded label values).
 Kind = Literal[
@@ -162,8 +164,8 @@ class Governor:
         self._history: deque[Sample] = deque()
         # The auto rate's healthy p95s, (t, ms), and its per-admission estimate.
         self._healthy: deque[tuple[float, float]] = deque()
-        self._per_admission_sums = (0.0, 0.0)  # requests, admissions (fading)
-        self._saturated: list[float] = []  # requests answered a second while draining
+        self._per_admission_sums = (0.0, 0.0)  # lookups, admissions (fading)
+        self._saturated: list[float] = []  # lookups answered a second while draining
         # Whether the backend fell behind what it was sent since the knee; a new
         # lease holder, not knowing, takes the drain's measurement as it is.
         self._fell_behind = True
@@ -214,7 +216,7 @@ class Governor:
     def _aimd(self, sample: Sample, state: RoomState) -> tuple[float | None, str, Kind]:
         ceiling = state.rate
         current = state.effective_rate
-        trouble = self._trouble(sample, None)
+        trouble = self._trouble(sample.p95_ms, sample.error_rate)
         if trouble:
             if sample.t - self._last_decrease < WINDOW_S:
                 return current, "", "lowered"  # the last cut has not shown its effect yet
@@ -233,19 +235,17 @@ class Governor:
             return None, "backend healthy: back at the admin's rate", "released"
         return round(raised, 4), "backend healthy: raising step by step", "raised"
 
-    def _trouble(self, sample: Sample, knee_ms: float | None) -> str:
+    def _trouble(
+        self, p95: float | None, errors: float | None, knee_ms: float | None = None
+    ) -> str:
         """Why the backend is struggling, in words; "" when it is not."""
         s = self.settings
-        p95 = sample.p95_ms
         if p95 is not None and 0 < s.backend_p95_target_ms < p95:
             return f"backend p95 {p95:.0f} ms over the {s.backend_p95_target_ms:g} ms target"
         if p95 is not None and knee_ms is not None and p95 > knee_ms:
             return f"backend p95 {p95:.0f} ms, over {KNEE_FACTOR:g}x its healthy p95"
-        if sample.error_rate is not None and sample.error_rate > s.backend_error_target:
-            return (
-                f"backend errors {sample.error_rate:.0%} over the "
-                f"{s.backend_error_target:.0%} target"
-            )
+        if errors is not None and errors > s.backend_error_target:
+            return f"backend errors {errors:.0%} over the {s.backend_error_target:.0%} target"
         return ""
 
     def _remember(self, sample: Sample) -> None:
@@ -279,9 +279,11 @@ class Governor:
         search = state.search
         baseline = self._baseline(sample, search)
         knee_ms = max(KNEE_FACTOR * baseline, KNEE_FLOOR_MS) if baseline is not None else None
-        trouble = self._trouble(sample, knee_ms)
-        if sample.p95_ms is not None and not trouble:
-            self._healthy.append((sample.t, sample.p95_ms))
+        # Lookups' latency and errors: what queues in front of a site's workers.
+        p95 = sample.lookups_p95_ms
+        trouble = self._trouble(p95, sample.lookups_error_rate, knee_ms)
+        if p95 is not None and not trouble:
+            self._healthy.append((sample.t, p95))
         # Requests per admission are learnt where admission held still for a whole
         # settle period: during a ramp the backend's load lags the rate.
         steady = sample.t - state.governor_at >= SETTLE_S
@@ -301,20 +303,20 @@ class Governor:
             why = f"auto: held at the admin's rate, {most:g}/s"
             return _auto(most, why, "ceiling", search)
         throughput = _served(sample)
-        if sample.p95_ms is None or sample.t - state.governor_at < SETTLE_S:
+        if p95 is None or sample.t - state.governor_at < SETTLE_S:
             return None  # no news, or the last change has not shown its whole effect
         if search.phase == "hold" and sample.t - search.since < PROBE_AFTER_S:
             # Holding. A knee may come before admission ever held still long enough to
-            # measure the requests each brings: hold by the measurement once it does.
+            # measure the lookups each brings: hold by the measurement once it does.
             if search.capacity and search.per_admission:
                 held = HOLD_SHARE * search.capacity / search.per_admission
                 # No bigger a step than a climb's, however far off the estimate was.
                 held = min(most, _round(min(rate * CLIMB, held)))
                 if abs(held - rate) > 0.1 * rate:
                     why = (
-                        f"auto: each admission brings {search.per_admission:.2g} backend "
-                        f"requests: holding at {held:g}/s, {HOLD_SHARE:.0%} of about "
-                        f"{search.capacity:.0f} requests/s"
+                        f"auto: each admission brings {search.per_admission:.2g} "
+                        f"lookups: holding at {held:g}/s, {HOLD_SHARE:.0%} of about "
+                        f"{search.capacity:.0f} lookups/s"
                     )
                     return _auto(held, why, "hold", search)
             return None
@@ -330,8 +332,7 @@ class Governor:
                     return Decision(rate, None, why, None, search)
             return None
         healthy = (
-            f"auto: backend healthy at {rate:g}/s ({throughput:.0f} requests/s, "
-            f"p95 {sample.p95_ms:.0f} ms)"
+            f"auto: backend healthy at {rate:g}/s ({throughput:.0f} lookups/s, p95 {p95:.0f} ms)"
         )
         if search.phase == "climb":
             raised = _round(rate * CLIMB)
@@ -348,7 +349,7 @@ class Governor:
             # latency would say so only once a queue has grown. Back to the hold.
             held = min(most, _round(HOLD_SHARE * known / per))
             why = (
-                f"{healthy}, but no more than the {known:.0f} requests/s found: "
+                f"{healthy}, but no more than the {known:.0f} lookups/s found: "
                 f"holding at {held:g}/s"
             )
             return _auto(held, why, "hold", dataclasses.replace(search, since=sample.t))
@@ -368,7 +369,7 @@ class Governor:
             held = min(most, _round(HOLD_SHARE * search.capacity / search.per_admission))
             why = (
                 f"auto: starting at {held:g}/s, {HOLD_SHARE:.0%} of the "
-                f"{search.capacity:.0f} requests/s the backend took before"
+                f"{search.capacity:.0f} lookups/s the backend took before"
             )
             search = dataclasses.replace(search, phase="hold", since=sample.t)
             return _auto(held, why, "start", search)
@@ -384,7 +385,7 @@ class Governor:
         """Past the backend's capacity: cut admission so that its queue drains."""
         rate = state.effective_rate or state.rate
         per = _per(search)
-        # The newest second says what it answers now; at a few requests a second one
+        # The newest second says what it answers now; at a few lookups a second one
         # second is noise, and a lull in it would size the drain by nothing.
         served = max(_now_served(sample), _served(sample))
         # How far past the capacity admission went sets the depth of the drain.
@@ -392,7 +393,7 @@ class Governor:
         share = min(DRAIN_SHALLOWEST, max(DRAIN_DEEPEST, 1 - 2 * (over - 1)))
         drained = _round(max(min(AUTO_FLOOR, state.rate), min(rate, share * served / per)))
         why = (
-            f"auto: {trouble} at {rate:g}/s; it answered {served:.0f} requests/s: "
+            f"auto: {trouble} at {rate:g}/s; it answered {served:.0f} lookups/s: "
             f"admitting {drained:g}/s while it catches up"
         )
         drain = dataclasses.replace(search, phase="drain", since=sample.t, peak=None)
@@ -422,7 +423,7 @@ class Governor:
                 again = _round(max(min(AUTO_FLOOR, state.rate), DRAIN_DEEPEST * peak / per))
                 if again < rate:
                     why = (
-                        f"auto: {trouble}; it answers only {peak:.0f} requests/s: "
+                        f"auto: {trouble}; it answers only {peak:.0f} lookups/s: "
                         f"admitting {again:g}/s while it catches up"
                     )
                     return _auto(again, why, "knee", search)
@@ -458,15 +459,15 @@ class Governor:
             # Errors or an outage, not a capacity: search again from half the old one.
             restart = min(state.rate, _round(max(rate, 0.5 * before / per)))
             why = (
-                f"auto: backend healthy again, but it answered only {peak:.0f} requests/s: "
+                f"auto: backend healthy again, but it answered only {peak:.0f} lookups/s: "
                 f"searching again from {restart:g}/s"
             )
             search = dataclasses.replace(search, phase="climb", since=sample.t, peak=None)
             return _auto(restart, why, "climb", search)
         held = min(state.rate, _round(max(AUTO_FLOOR, HOLD_SHARE * peak / per)))
         why = (
-            f"auto: found about {peak:.0f} backend requests/s; holding at {held:g}/s "
-            f"({HOLD_SHARE:.0%}, {per:.2g} requests per admission)"
+            f"auto: found about {peak:.0f} lookups/s; holding at {held:g}/s "
+            f"({HOLD_SHARE:.0%}, {per:.2g} lookups per admission)"
         )
         found = dataclasses.replace(search, phase="hold", since=sample.t, capacity=peak, peak=None)
         return _auto(held, why, "hold", found)
@@ -478,13 +479,14 @@ class Governor:
             self._healthy.popleft()
         if self._healthy:
             return min(ms for _, ms in self._healthy)
-        seen = [x for x in self._last(sample, BASELINE_S) if x.p95_ms is not None]
-        if seen and sample.t - self._history[0].t >= BASELINE_S:
-            return min(x.p95_ms for x in seen if x.p95_ms is not None)
+        seen = [x.lookups_p95_ms for x in self._last(sample, BASELINE_S)]
+        known = [ms for ms in seen if ms is not None]
+        if known and sample.t - self._history[0].t >= BASELINE_S:
+            return min(known)
         return search.baseline_ms
 
     def _per_admission(self, sample: Sample, search: Search, *, steady: bool) -> float | None:
-        """Backend requests per admission: the requests sent in the window against
+        """Lookups per admission: the lookups sent in the window against
         the admissions one effect lag earlier, summed over steady samples with older
         ones fading (so a window of many admissions weighs more than one of few).
         Any sample's ratio is kept as a rough one, for a knee before the first
@@ -493,23 +495,22 @@ class Governor:
         earlier = [x.admitted_per_s for x in self._history if start < x.t <= end]
         admitted = _mean(earlier)
         # Sent, not answered: a backend past its capacity answers fewer than it is
-        # sent, and one working off a queue more (samples from before the gateway
-        # counted what it sent have only the answers).
-        sent = sample.backend_sent_per_s or sample.backend_per_s
+        # sent, and one working off a queue more.
+        sent = sample.lookups_sent_per_s
         if not steady or len(earlier) < WINDOW_S - 1 or admitted < 1 or sent <= 0:
             return search.per_admission
-        requests, admissions = self._per_admission_sums
+        lookups, admissions = self._per_admission_sums
         if not admissions and search.per_admission:
             # A new lease holder: what the last one measured, worth a few windows.
             admissions = PER_ADMISSION_SEED
-            requests = search.per_admission * admissions
-        requests = requests * PER_ADMISSION_FADE + sent * WINDOW_S
+            lookups = search.per_admission * admissions
+        lookups = lookups * PER_ADMISSION_FADE + sent * WINDOW_S
         admissions = admissions * PER_ADMISSION_FADE + admitted * WINDOW_S
-        self._per_admission_sums = (requests, admissions)
+        self._per_admission_sums = (lookups, admissions)
         if admissions < PER_ADMISSION_SEED:
             return search.per_admission  # too few yet: 30 admissions say +-20 %
         low, high = PER_ADMISSION_RANGE
-        return round(min(high, max(low, requests / admissions)), 3)
+        return round(min(high, max(low, lookups / admissions)), 3)
 
     def _busy(self, sample: Sample, rate: float) -> bool:
         admitted = _mean(x.admitted_per_s for x in self._last(sample, WINDOW_S))
@@ -528,21 +529,18 @@ def _per(search: Search) -> float:
 
 
 def _served(sample: Sample) -> float:
-    """Requests per second the backend answered well in the sample's window."""
-    return sample.backend_per_s * (1 - (sample.error_rate or 0.0))
+    """Lookups a second the backend answered well in the sample's window."""
+    return sample.lookups_per_s
 
 
 def _now_served(sample: Sample) -> float:
-    """Requests the backend answered well in the newest whole second (the window's
-    mean, for a sample taken before that was measured)."""
-    return sample.backend_recent_per_s or _served(sample)
+    """Lookups the backend answered well in the newest whole second."""
+    return sample.lookups_recent_per_s
 
 
 def _falling_behind(sample: Sample) -> bool:
-    """Sent more than it answered in the window: its queue grew (unknown, for a
-    sample from before the gateway counted what it sent: then yes)."""
-    sent = sample.backend_sent_per_s
-    return not sent or sent > BEHIND_SHARE * sample.backend_per_s
+    """Sent more lookups than it answered well in the window: its queue grew."""
+    return sample.lookups_sent_per_s > BEHIND_SHARE * sample.lookups_per_s
 
 
 def _mean(values: Iterable[float]) -> float:

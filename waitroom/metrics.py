@@ -100,7 +100,7 @@ class _RoomCollector:
         if s.search.capacity is not None:
             yield _gauge(
                 "waitroom_discovered_capacity_per_second",
-                "backend requests per second the auto rate found it answers at its knee",
+                "lookups a second the auto rate found the backend answers when saturated",
                 s.search.capacity,
             )
         if s.governor_kind:

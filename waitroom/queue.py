@@ -103,9 +103,9 @@ class Search:
 
     phase: str = ""  # "climb", "drain" or "hold"; "" while the rate is fixed
     since: float = 0.0  # when the phase began, unix seconds
-    # Backend requests per second it sustained at its knee (None: not found yet).
+    # Lookups a second it answered when saturated (None: not found yet).
     capacity: float | None = None
-    per_admission: float | None = None  # backend requests each admission brings
+    per_admission: float | None = None  # lookups each admission brings
     baseline_ms: float | None = None  # the backend's p95 while it was healthy
     # While it drains after a knee: the most requests per second it answered since.
     peak: float | None = None
