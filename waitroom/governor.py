@@ -467,7 +467,7 @@ class Governor:
         held = min(state.rate, _round(max(AUTO_FLOOR, HOLD_SHARE * peak / per)))
         why = (
             f"auto: found about {peak:.0f} lookups/s; holding at {held:g}/s "
-            f"({HOLD_SHARE:.0%}, {per:.2g} lookups per admission)"
+            f"({HOLD_SHARE:.0%} of it; lookups per admission: {per:.2g})"
         )
         found = dataclasses.replace(search, phase="hold", since=sample.t, capacity=peak, peak=None)
         return _auto(held, why, "hold", found)
