@@ -25,8 +25,8 @@ _SERVE_FLAGS: tuple[tuple[str, type, str], ...] = (
     (
         "--rate",
         str,
-        "admissions per second, or auto: find what the backend can take (at most "
-        "WAITROOM_RATE when WAITROOM_RATE_AUTO=1 gives one, else 1000/s)",
+        "admissions per second, or auto: find what the backend can take, at most "
+        "WAITROOM_RATE when that is a number, else 1000/s",
     ),
     ("--max-active", int, "most admissions counted as active at once"),
     ("--pass-ttl-s", int, "lifetime of an admission pass, seconds"),
