@@ -164,6 +164,14 @@ def origin_5xx(s: dict[str, Any]) -> str:
     return " / ".join(f"{answered.get(code, 0):,}" for code in ("500", "502", "504"))
 
 
+def own_marksheet(s: dict[str, Any]) -> str:
+    """The share of students who got their own marksheet, of those who did not
+    choose to leave the line (``--abandon-share``)."""
+    left = s["outcomes"].get("abandoned", 0)
+    share = f"{100 * s['got_own_marksheet'] / max(1, s['students'] - left):.1f}%"
+    return f"{share} ({left:,} left)" if left else share
+
+
 def document_table(outcomes: list[Outcome]) -> str:
     """The seed document's columns (users, mean time, requests/s, % failures), then
     what the students got: their own marksheet, and every 5xx by who answered it."""
@@ -177,7 +185,7 @@ def document_table(outcomes: list[Outcome]) -> str:
                 s["mean_ms"],
                 s["rps"],
                 s["failure_pct"],
-                f"{100 * s['got_own_marksheet'] / max(1, s['students']):.1f}%",
+                own_marksheet(s),
                 s["calm_503"],
                 sum(s["bad_5xx"].values()),
                 origin_5xx(s),
