@@ -256,14 +256,9 @@ class LegacyOrigin:
             future = pool.enqueue(now)
             try:
                 async with asyncio.timeout(limit):
-                    start = await future
+                    await future
             except TimeoutError:
-                if not future.done() or future.cancelled():
-                    await _until(arrived + limit)
-                    self.timeouts["queue" if queue_first else "proxy"] += 1
-                    await _error(send, 500 if queue_first else 504)
-                    return False
-                start = future.result()  # a worker came as the clock ran out
+                pass  # unless a worker came just as the clock ran out: see below
             except asyncio.CancelledError:
                 if future.done() and not future.cancelled():
                     end = future.result() + cap.service_s
@@ -271,6 +266,12 @@ class LegacyOrigin:
                 raise
             finally:
                 pool.left_backlog()
+            if future.cancelled():
+                await _until(arrived + limit)
+                self.timeouts["queue" if queue_first else "proxy"] += 1
+                await _error(send, 500 if queue_first else 504)
+                return False
+            start = future.result()
         end = start + cap.service_s
         try:
             await asyncio.sleep(max(0.0, end - loop.time()))

@@ -102,28 +102,35 @@ def register(commands: argparse._SubParsersAction) -> None:  # type: ignore[type
         f"{capacity.COUNTERS_PATH}. One worker process.",
     )
     legacy.add_argument(
-        "--capacity", type=_number, help="lookups a second the whole site does (off by default)"
+        "--capacity",
+        type=_number,
+        metavar="N",
+        help="lookups a second the whole site does (off by default)",
     )
     legacy.add_argument(
         "--pool-workers",
         type=int,
-        help=f"application workers; each lookup holds one for WORKERS/CAPACITY seconds "
+        metavar="W",
+        help=f"application workers; each lookup holds one for W/N seconds "
         f"(default {capacity.DEFAULT_WORKERS})",
     )
     legacy.add_argument(
         "--pool-backlog",
         type=int,
+        metavar="B",
         help=f"lookups that may wait for a worker (default {capacity.DEFAULT_BACKLOG_S:g} "
-        "seconds of work, CAPACITY x 5)",
+        "seconds of work: 5 x N)",
     )
     legacy.add_argument(
         "--queue-timeout",
         type=_number,
+        metavar="S",
         help=f"seconds in the backlog before a 500 (default {capacity.DEFAULT_QUEUE_TIMEOUT_S:g})",
     )
     legacy.add_argument(
         "--proxy-timeout",
         type=_number,
+        metavar="S",
         help="seconds the proxy holds a lookup that found the backlog full before its 502; "
         "when shorter than --queue-timeout, a lookup still in the backlog then gets a 504 "
         f"(default {capacity.DEFAULT_PROXY_TIMEOUT_S:g}, nginx's)",
