@@ -36,9 +36,6 @@ from waitroom.keys import RoomKeys
 from waitroom.processes import stop_group
 from waitroom.queue import Search
 
-# The legacy origin comes with its own branch; until it is in the tree, nothing to run.
-pytest.importorskip("lookup.capacity", reason="the legacy origin (lookup serve --capacity)")
-
 CAPACITY = 40.0  # lookups a second the origin does
 CROWD = 3200  # more than 70 s of admission at 110 % of the capacity
 RUN_S = 66.0
