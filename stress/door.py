@@ -14,7 +14,8 @@ load generator (``stress.loadgen``) on core 1 asks:
   proxy), so the per-client join limit is checked as in production;
 - ``exchange``: ``GET /`` of a JSON client whose ticket just reached the front: the
   ticket traded for a pass, once (each request another ticket, signed here with the
-  gateway's key);
+  gateway's key), and the request forwarded to the lookup backend, whose answer it
+  gets (since the gateway fronts any origin, the front of the line is the site);
 - ``first visit``: an arrival on a new connection (a TCP handshake each).
 
 Redis and the lookup backend run on core 1 too, idle but for the joins and trades.
@@ -105,7 +106,8 @@ def _exchanges(tokens: list[bytes]) -> RequestFactory:
     suffix = (TICKET_COOKIE + "=").encode()
 
     def check(status: int, body: bytes) -> bool:
-        return status == 200 and b'"state":"admitted"' in body
+        # The backend's own answer to an admitted JSON app, forwarded.
+        return status == 200 and b'"admitted"' in body
 
     def factory() -> Request:
         return Request(prefix + suffix + next(it) + b"\r\n\r\n", check)
