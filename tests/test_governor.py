@@ -268,8 +268,14 @@ def _load(second: Second, origin: Origin) -> float:
 
 @pytest.mark.parametrize(
     ("capacity", "per_admission", "pages"),
-    [(40.0, 1.0, 1.0), (40.0, 2.0, 0.0), (100.0, 1.0, 0.0), (200.0, 2.0, 1.0)],
-    ids=["40-page-and-lookup", "40-two-lookups", "100-lookups", "200-page-and-two-lookups"],
+    [(40.0, 1.0, 1.0), (40.0, 2.0, 0.0), (100.0, 1.0, 0.0), (200.0, 2.0, 1.0), (200.0, 1.0, 1.0)],
+    ids=[
+        "40-page-and-lookup",
+        "40-two-lookups",
+        "100-lookups",
+        "200-page-and-two-lookups",
+        "200-page-and-lookup",
+    ],
 )
 async def test_the_auto_rate_finds_the_backends_capacity_within_a_minute_and_holds_there(
     redis_client: aioredis.Redis,
