@@ -142,6 +142,9 @@ async def test_methods_queries_and_headers_pass_as_a_proxy_passes_them(
             assert "portal_session=asha" in headers["cookie"]
             assert PASS_COOKIE not in headers["cookie"]
             assert TICKET_COOKIE not in headers["cookie"]
+        # A path outside ASCII goes on as the client encoded it: the portal's own 404.
+        async with s.get(url + "/%E0%A4%AA%E0%A4%B0%E0%A4%BF%E0%A4%A3%E0%A4%BE%E0%A4%AE") as r:
+            assert r.status == 404
         # HEAD: what a GET would get, no body.
         async with s.head(url + "/big") as r:
             assert r.status == 200 and r.headers["Content-Length"] == str(BIG_BYTES)

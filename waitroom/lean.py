@@ -23,7 +23,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import AsyncIterator, Callable, Iterable
-from urllib.parse import parse_qsl
+from urllib.parse import parse_qsl, quote
 
 from waitroom.assets import IMMUTABLE, Asset, Assets
 from waitroom.door import MAX_TICKETS, STATUS_PATH, Door, Forward, Visit
@@ -334,8 +334,10 @@ class Lean:
         except _BodyProblem as exc:
             await self.door.settle(decision, None)
             return exc.response
+        # The path as the client sent it (percent-encoded), not as decoded for us.
+        raw: bytes = scope.get("raw_path") or quote(path).encode("ascii")
         query: bytes = scope.get("query_string", b"")
-        target = f"{path}?{query.decode('latin-1')}" if query else path
+        target = (raw + b"?" + query if query else raw).decode("latin-1")
         try:
             answer = await self.forwarder.forward(
                 method,
