@@ -403,9 +403,11 @@ async def drop_idle_connections(client: Client) -> None:
 async def guard(client: Client, operation: str, call: Awaitable[T]) -> T:
     """``await call``, every Redis error turned into ``StoreUnavailable(operation)``.
 
-    On a cluster, a node that failed makes the client forget the cluster's layout,
-    so the next call asks the seed nodes where the slot went (a promoted replica);
+    On a cluster, a node that failed makes the client ask the nodes for the cluster's
+    layout again, so the next call finds where the slot went (a promoted replica);
     the cluster client does that by itself only for single commands, not pipelines.
+    Asked, not reset: closing every connection under the other calls in flight broke
+    them mid-write.
     """
     try:
         return await call
@@ -415,11 +417,10 @@ async def guard(client: Client, operation: str, call: Awaitable[T]) -> T:
             redis.exceptions.ConnectionError
             | redis.exceptions.TimeoutError
             | redis.exceptions.ClusterDownError
-            | redis.exceptions.RedisClusterException
-            | ReplicaLagError,
+            | redis.exceptions.RedisClusterException,
         ):
-            with contextlib.suppress(Exception):
-                await client.aclose()
+            with contextlib.suppress(*STORE_ERRORS):
+                await client.nodes_manager.initialize()
         raise StoreUnavailable(operation, f"{type(exc).__name__}: {exc}") from exc
 
 
@@ -505,23 +506,26 @@ class Replicas:
         role = replies[-1]
         online = len(role[2]) if role and role[0] in (b"master", "master") else 0
         self._online[primary] = online
-        if acked < min(self.wanted, online):
+        needed = min(self.wanted, online)  # the copies that could exist now
+        if acked < needed and ask >= needed:
             raise ReplicaLagError(
-                f"{script.name}: {acked} of {min(self.wanted, online)} replica(s) confirmed "
+                f"{script.name}: {acked} of {needed} replica(s) confirmed "
                 f"within {self.timeout_ms} ms"
             )
-        if online < self.wanted:
+        if acked < self.wanted:
+            # No replica to wait for (or one back since the last write, waited for
+            # from the next write on).
             self.unreplicated += 1
-            if primary not in self._short_logged:
-                self._short_logged.add(primary)
-                log.warning(
-                    "waitroom: the primary %s has %d replica(s) online, fewer than the %d "
-                    "asked for: writes are answered without waiting for a copy until one is back",
-                    primary or "",
-                    online,
-                    self.wanted,
-                )
-        elif primary in self._short_logged:
+        if online < self.wanted and primary not in self._short_logged:
+            self._short_logged.add(primary)
+            log.warning(
+                "waitroom: the primary %s has %d replica(s) online, fewer than the %d "
+                "asked for: writes are answered without waiting for a copy until one is back",
+                primary or "",
+                online,
+                self.wanted,
+            )
+        elif online >= self.wanted and primary in self._short_logged:
             self._short_logged.discard(primary)
             log.warning("waitroom: the primary %s has a replica online again", primary or "")
         return replies[0]
