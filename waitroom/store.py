@@ -457,6 +457,11 @@ class Script:
             return await client.eval(self.source, len(keys), *keys, *args)
 
 
+def _replicas_online(role: Any) -> int:
+    """The replicas a primary's ROLE lists (it lists those online); 0 from a replica."""
+    return len(role[2]) if role and role[0] in (b"master", "master") else 0
+
+
 class Replicas:
     """Writes answered only once ``wanted`` replicas hold them: ``WAIT`` after the
     script, on the same connection (WAIT counts that connection's writes), with the
@@ -488,24 +493,32 @@ class Replicas:
             if node is not None:
                 target["target_nodes"] = node
                 primary = node.name
-        ask = min(self.wanted, self._online.get(primary, self.wanted))
-        for body in (script.sha, script.source):
-            pipe = client.pipeline(transaction=False)
-            command = "EVALSHA" if body is script.sha else "EVAL"
-            pipe.execute_command(command, body, len(keys), *keys, *args)
-            if ask:
-                pipe.execute_command("WAIT", ask, self.timeout_ms, **target)
-            pipe.execute_command("ROLE", **target)
-            replies: list[Any] = await pipe.execute(raise_on_error=False)
-            if not isinstance(replies[0], redis.exceptions.NoScriptError):
-                break
-        for reply in replies:
-            if isinstance(reply, Exception):
-                raise reply
+        try:
+            if primary not in self._online:
+                # A primary not met yet (a start, a failover): how many replicas it
+                # has decides what to wait for, and a WAIT for a replica it lacks
+                # would only run out its timeout.
+                role = await client.execute_command("ROLE", **target)
+                self._online[primary] = _replicas_online(role)
+            ask = min(self.wanted, self._online[primary])
+            for body in (script.sha, script.source):
+                pipe = client.pipeline(transaction=False)
+                command = "EVALSHA" if body is script.sha else "EVAL"
+                pipe.execute_command(command, body, len(keys), *keys, *args)
+                if ask:
+                    pipe.execute_command("WAIT", ask, self.timeout_ms, **target)
+                pipe.execute_command("ROLE", **target)
+                replies: list[Any] = await pipe.execute(raise_on_error=False)
+                if not isinstance(replies[0], redis.exceptions.NoScriptError):
+                    break
+            for reply in replies:
+                if isinstance(reply, Exception):
+                    raise reply
+        except Exception:
+            self._online.pop(primary, None)  # after an error, perhaps another primary
+            raise
         acked = int(replies[1]) if ask else 0
-        role = replies[-1]
-        online = len(role[2]) if role and role[0] in (b"master", "master") else 0
-        self._online[primary] = online
+        online = self._online[primary] = _replicas_online(replies[-1])
         needed = min(self.wanted, online)  # the copies that could exist now
         if acked < needed and ask >= needed:
             raise ReplicaLagError(
@@ -519,13 +532,16 @@ class Replicas:
         if online < self.wanted and primary not in self._short_logged:
             self._short_logged.add(primary)
             log.warning(
-                "waitroom: the primary %s has %d replica(s) online, fewer than the %d "
-                "asked for: writes are answered without waiting for a copy until one is back",
-                primary or "",
+                "waitroom: the primary%s has %d replica(s) online, fewer than the %d asked "
+                "for: writes are answered without waiting for a copy until one is back",
+                f" {primary}" if primary else "",
                 online,
                 self.wanted,
             )
         elif online >= self.wanted and primary in self._short_logged:
             self._short_logged.discard(primary)
-            log.warning("waitroom: the primary %s has a replica online again", primary or "")
+            log.warning(
+                "waitroom: the primary%s has a replica online again",
+                f" {primary}" if primary else "",
+            )
         return replies[0]
