@@ -29,6 +29,7 @@ deal with one exception, and students see the calm pages and keep their place.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import hashlib
 import logging
@@ -65,6 +66,7 @@ SyncClient: TypeAlias = redis.Redis | redis.cluster.RedisCluster
 STORE_ERRORS = (redis.exceptions.RedisError, redis.exceptions.RedisClusterException, OSError)
 
 SERVER, SENTINEL, CLUSTER = "server", "sentinel", "cluster"
+LAYOUT_TIMEOUT_S = 0.5
 SENTINEL_SCHEME = "redis+sentinel://"
 CLUSTER_SCHEME = "redis+cluster://"
 _PLAIN_SCHEMES = ("redis://", "rediss://", "unix://")
@@ -407,7 +409,8 @@ async def guard(client: Client, operation: str, call: Awaitable[T]) -> T:
     layout again, so the next call finds where the slot went (a promoted replica);
     the cluster client does that by itself only for single commands, not pipelines.
     Asked, not reset: closing every connection under the other calls in flight broke
-    them mid-write.
+    them mid-write. Asked for half a second at most: a seed machine that is gone
+    takes a connect timeout to say so, and the student waits for the calm page.
     """
     try:
         return await call
@@ -420,7 +423,7 @@ async def guard(client: Client, operation: str, call: Awaitable[T]) -> T:
             | redis.exceptions.RedisClusterException,
         ):
             with contextlib.suppress(*STORE_ERRORS):
-                await client.nodes_manager.initialize()
+                await asyncio.wait_for(client.nodes_manager.initialize(), LAYOUT_TIMEOUT_S)
         raise StoreUnavailable(operation, f"{type(exc).__name__}: {exc}") from exc
 
 
