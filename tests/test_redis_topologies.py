@@ -251,3 +251,45 @@ async def test_a_line_held_behind_what_a_worker_saw_is_moved_back_up(
     await redis_client.hset(KEYS.state, mapping={"epoch": "other", "seq": 1, "frontier": 0})
     other = await view.refresh()
     assert other is not None and (other.seq, other.frontier) == (1, 0)
+
+
+async def test_a_demoted_primary_sends_the_gateway_on_to_the_new_one() -> None:
+    """A failover the sentinels run while the old primary lives (maintenance, or a
+    partition): until the sentinels demote it, the old primary still takes writes,
+    and loses them when it is demoted. A write there has no replica to confirm it
+    (its replica was promoted), so it is answered only if the sentinels still name
+    that server: they do not, the join is refused (a calm page), and the next one
+    goes to the new primary. Once demoted, the old primary's READONLY drops the
+    connection too."""
+    with SentinelSet() as ha:
+        client = connect(ha.url)
+        assert isinstance(client.connection_pool, aioredis.BlockingConnectionPool)
+        queue = Queue(client, make_settings(ha.url))
+        try:
+            await queue.init()
+            first = await queue.join()
+            assert first is not None and first.position == 1
+            old = ha.primary_port()
+            with redis.Redis(port=ha.sentinel_ports[0]) as sentinel:
+                assert sentinel.execute_command("SENTINEL", "FAILOVER", "waitroom")
+            new = await asyncio.to_thread(ha.wait_failover, old)
+            answered = []
+            refused = []
+            for _ in range(8):
+                try:
+                    answered.append(await queue.join())
+                except StoreUnavailable as exc:
+                    refused.append(str(exc))
+            assert 1 <= len(refused) <= 3, refused
+            assert all(
+                "sentinels name" in text or "ReadOnly" in text or "slave" in text
+                for text in refused
+            ), refused
+            # Every join answered after the failover is on the new primary, in order.
+            positions = [j.position for j in answered if j is not None]
+            assert len(positions) == len(answered) >= 5
+            assert positions == sorted(set(positions)) and positions[0] >= 2
+            with redis.Redis(port=new) as promoted:
+                assert int(promoted.hget(KEYS.state, "seq") or 0) == positions[-1]
+        finally:
+            await client.aclose()

@@ -460,6 +460,31 @@ class Script:
             return await client.eval(self.source, len(keys), *keys, *args)
 
 
+async def _pipeline(client: Client) -> tuple[Any, Any]:
+    """A pipeline, and on a server or Sentinel the connection it will use: held to
+    learn which server took the write (``execute`` releases it)."""
+    if isinstance(client, aiocluster.RedisCluster):
+        return client.pipeline(transaction=False), None
+    pipe = client.pipeline(transaction=False)
+    server = await client.connection_pool.get_connection()  # type: ignore[no-untyped-call]
+    pipe.connection = server
+    return pipe, server
+
+
+async def _still_primary(client: aioredis.Redis, server: Any) -> None:
+    """Raise unless the sentinels name ``server`` (a connection) as the primary now."""
+    pool = client.connection_pool
+    if not isinstance(pool, aiosentinel.SentinelConnectionPool):
+        return  # one server: nobody else to ask
+    named = tuple(await pool.get_master_address())  # type: ignore[no-untyped-call]
+    wrote = (server.host, int(server.port))
+    if named != wrote:
+        raise redis.exceptions.ConnectionError(
+            f"the write went to {wrote[0]}:{wrote[1]}, but the sentinels name "
+            f"{named[0]}:{named[1]} the primary now"
+        )
+
+
 def _replicas_online(role: Any) -> int:
     """The replicas a primary's ROLE lists (it lists those online); 0 from a replica."""
     return len(role[2]) if role and role[0] in (b"master", "master") else 0
@@ -475,6 +500,12 @@ class Replicas:
     copy to wait for, nor one that a failover could promote with the write missing.
     A replica online that does not confirm within the timeout lags: the write is not
     answered (``ReplicaLagError``), since a failover now could lose it.
+
+    Without a replica to confirm it, a write through Sentinel is answered only if the
+    sentinels still name the server that took it: an old primary that lost its
+    replica to a failover (the sentinels promoted it) takes writes until it is
+    demoted, and loses them then. A cluster's primary refuses writes by itself
+    once it is cut off from the majority.
     """
 
     def __init__(self, wanted: int, timeout_ms: int) -> None:
@@ -505,7 +536,7 @@ class Replicas:
                 self._online[primary] = _replicas_online(role)
             ask = min(self.wanted, self._online[primary])
             for body in (script.sha, script.source):
-                pipe = client.pipeline(transaction=False)
+                pipe, server = await _pipeline(client)
                 command = "EVALSHA" if body is script.sha else "EVAL"
                 pipe.execute_command(command, body, len(keys), *keys, *args)
                 if ask:
@@ -517,11 +548,13 @@ class Replicas:
             for reply in replies:
                 if isinstance(reply, Exception):
                     raise reply
+            acked = int(replies[1]) if ask else 0
+            online = self._online[primary] = _replicas_online(replies[-1])
+            if online < self.wanted and isinstance(client, aioredis.Redis):
+                await _still_primary(client, server)
         except Exception:
             self._online.pop(primary, None)  # after an error, perhaps another primary
             raise
-        acked = int(replies[1]) if ask else 0
-        online = self._online[primary] = _replicas_online(replies[-1])
         needed = min(self.wanted, online)  # the copies that could exist now
         if acked < needed and ask >= needed:
             raise ReplicaLagError(
