@@ -8,7 +8,7 @@ import os
 import time
 from pathlib import Path
 
-from lookup import importer, sample, server
+from lookup import capacity, importer, sample, server
 from waitroom.config import (
     ENV_PREFIX,
     FILE_SUFFIX,
@@ -33,6 +33,13 @@ def _positive(text: str) -> int:
     if value <= 0:
         raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
     return value
+
+
+def _number(text: str) -> float:
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
 
 
 def _port(text: str) -> int:
@@ -86,6 +93,48 @@ def register(commands: argparse._SubParsersAction) -> None:  # type: ignore[type
     )
     p.add_argument("--server", choices=server.SERVERS, default="hypercorn")
     p.add_argument("--workers", type=int, default=1, help="worker processes (default 1)")
+    legacy = p.add_argument_group(
+        "legacy origin",
+        "With --capacity N the backend behaves like a real result site of fixed size: "
+        "a pool of workers doing N lookups a second in all, a bounded backlog, a 500 "
+        "after the queue timeout in it and nginx's 502 after the proxy timeout past it. "
+        "Only POST /result and POST /api/result take a worker. Counters: GET "
+        f"{capacity.COUNTERS_PATH}. One worker process.",
+    )
+    legacy.add_argument(
+        "--capacity",
+        type=_number,
+        metavar="N",
+        help="lookups a second the whole site does (off by default)",
+    )
+    legacy.add_argument(
+        "--pool-workers",
+        type=int,
+        metavar="W",
+        help=f"application workers; each lookup holds one for W/N seconds "
+        f"(default {capacity.DEFAULT_WORKERS})",
+    )
+    legacy.add_argument(
+        "--pool-backlog",
+        type=int,
+        metavar="B",
+        help=f"lookups that may wait for a worker (default {capacity.DEFAULT_BACKLOG_S:g} "
+        "seconds of work: 5 x N)",
+    )
+    legacy.add_argument(
+        "--queue-timeout",
+        type=_number,
+        metavar="S",
+        help=f"seconds in the backlog before a 500 (default {capacity.DEFAULT_QUEUE_TIMEOUT_S:g})",
+    )
+    legacy.add_argument(
+        "--proxy-timeout",
+        type=_number,
+        metavar="S",
+        help="seconds the proxy holds a lookup that found the backlog full before its 502; "
+        "when shorter than --queue-timeout, a lookup still in the backlog then gets a 504 "
+        f"(default {capacity.DEFAULT_PROXY_TIMEOUT_S:g}, nginx's)",
+    )
     p.set_defaults(run=_run_serve)
 
 
@@ -111,6 +160,7 @@ def _run_serve(args: argparse.Namespace) -> int:
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
+    size = _capacity(args)
     keys = [] if args.standalone else _admission_keys(args, os.environ)
     server.serve(
         args.db,
@@ -120,8 +170,37 @@ def _run_serve(args: argparse.Namespace) -> int:
         port=args.port,
         server=args.server,
         workers=args.workers,
+        capacity=size,
     )
     return 0
+
+
+_POOL_FLAGS = {
+    "--pool-workers": "pool_workers",
+    "--pool-backlog": "pool_backlog",
+    "--queue-timeout": "queue_timeout",
+    "--proxy-timeout": "proxy_timeout",
+}
+
+
+def _capacity(args: argparse.Namespace) -> capacity.Capacity | None:
+    """The legacy origin's size from the flags; None for the lean backend."""
+    if args.capacity is None:
+        for flag, name in _POOL_FLAGS.items():
+            value = getattr(args, name)
+            if value is not None:
+                raise ConfigError(flag, value, "sizes the legacy origin: give --capacity N too")
+        return None
+    given = {
+        key: getattr(args, name)
+        for key, name in zip(
+            ("workers", "backlog", "queue_timeout_s", "proxy_timeout_s"),
+            _POOL_FLAGS.values(),
+            strict=True,
+        )
+        if getattr(args, name) is not None
+    }
+    return capacity.Capacity(per_s=args.capacity, **given)
 
 
 def _admission_keys(args: argparse.Namespace, environ: os._Environ[str]) -> list[str]:

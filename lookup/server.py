@@ -15,6 +15,7 @@ import os
 from pathlib import Path
 
 from lookup.app import DEFAULT_TIME_ZONE, LookupApp, create_app
+from lookup.capacity import ENV_NAMES, Capacity, LegacyOrigin
 from lookup.errors import ImportFailed
 from waitroom import server as runner
 from waitroom.errors import ConfigError
@@ -34,14 +35,16 @@ def split_keys(value: str | None) -> list[str]:
     return [k.strip() for k in (value or "").split(",") if k.strip()]
 
 
-def app_from_env() -> LookupApp:
+def app_from_env() -> LookupApp | LegacyOrigin:
     """The factory each worker calls to build the app from the environment."""
-    return create_app(
+    app = create_app(
         os.environ[_ENV_DB],
         admission_keys=split_keys(os.environ.get(_ENV_SECRET)),
         standalone=os.environ.get(_ENV_STANDALONE) == "1",
         time_zone=os.environ.get(_ENV_TIME_ZONE) or DEFAULT_TIME_ZONE,
     )
+    capacity = Capacity.from_env(dict(os.environ))
+    return app if capacity is None else LegacyOrigin(app, capacity)
 
 
 def serve(
@@ -53,10 +56,22 @@ def serve(
     port: int = 8100,
     server: str = "hypercorn",
     workers: int = 1,
+    capacity: Capacity | None = None,
 ) -> None:
-    """Serve until SIGINT/SIGTERM. Fails fast on a missing database or secret."""
+    """Serve until SIGINT/SIGTERM. Fails fast on a missing database or secret.
+
+    With ``capacity`` the app is the legacy origin (``lookup.capacity``): one
+    worker process, since its pool and counters live in one event loop.
+    """
     if server not in SERVERS:
         raise ConfigError("--server", server, f"must be one of {', '.join(SERVERS)}")
+    if capacity is not None and workers != 1:
+        raise ConfigError(
+            "--workers",
+            workers,
+            "the legacy origin's worker pool lives in one process: --capacity runs "
+            "one worker process (size the site with --pool-workers)",
+        )
     if not db.exists():
         raise ImportFailed(
             f"results database {str(db)!r} does not exist; "
@@ -71,11 +86,17 @@ def serve(
     app.store.close()
     log.info("read %d MB of results into the page cache", warmed >> 20)
     mode = "standalone, no admission check" if standalone else "admission required"
+    if capacity is not None:
+        mode += f"; {capacity.describe()}"
     log.info("lookup backend: %s rows from %s, %s", rows, db, mode)
     print(f"lookup backend on http://{host}:{port}/ ({server}, {rows} results, {mode})", flush=True)
     os.environ[_ENV_DB] = str(db)
     os.environ[_ENV_SECRET] = ",".join(keys)
     os.environ[_ENV_STANDALONE] = "1" if standalone else "0"
+    for name in ENV_NAMES:
+        os.environ.pop(name, None)
+    if capacity is not None:
+        os.environ.update(capacity.to_env())
     runner.run(
         "lookup.server:app_from_env",
         factory=True,

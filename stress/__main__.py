@@ -3,7 +3,8 @@
 Scenarios (``python -m stress SCENARIO --help`` for each one's options):
 
   seed      the seed document's load test: 700, 7,000 and 14,000 users spawned at
-            700/s, against the lookup backend alone and through waitroom
+            700/s, against a result site of 200 lookups/s (the legacy origin)
+            alone and through waitroom
   spike     N students within S seconds
   release   a release-day curve: early birds, a sharp peak, a long tail
   simulate  2,000,000 students through the real queue scripts, simulated clock

@@ -165,6 +165,7 @@ def summarise(rec: Recorder, cpu: LoaderCpu, target: Target, duration_s: float) 
         "rps": all_requests / duration_s if duration_s else 0.0,
         "routes": routes,
         "bad_5xx": dict(rec.bad_5xx),
+        "calm_503": rec.calm_503,
         "errors": dict(rec.errors),
         "timeouts": rec.timeouts,
         "time_in_line_s": percentiles(in_line),

@@ -89,6 +89,8 @@ class Recorder:
         self.statuses: dict[str, Counter[str]] = {}
         # 5xx answers other than the deliberate ones (a 503 with Retry-After).
         self.bad_5xx: Counter[str] = Counter()
+        # The deliberate ones: the waiting room's calm "busy, try again" page.
+        self.calm_503 = 0
         self.errors: Counter[str] = Counter()
         self.timeouts = 0
         self.seconds: dict[int, Second] = {}
@@ -123,7 +125,9 @@ class Recorder:
         self.statuses[route][status_class(status)] += 1
         if status == 503:
             self.statuses[route]["503"] += 1
-        if status >= 500 and not (status == 503 and retry_after):
+        if status == 503 and retry_after:
+            self.calm_503 += 1
+        elif status >= 500:
             self.bad_5xx[f"{route} {status}"] += 1
         second = self._second(done)
         second.requests += 1

@@ -47,8 +47,9 @@ def one(
     plan: crowd.Crowd,
     *,
     waitroom: bool,
-    rate: float,
+    rate: float | str,
     pin: bool,
+    capacity: float | None = None,
     gateway_workers: int = 1,
     backend_workers: int = 1,
     server: str = "hypercorn",
@@ -58,6 +59,7 @@ def one(
         db,
         waitroom=waitroom,
         rate=rate,
+        capacity=capacity,
         gateway_workers=gateway_workers,
         backend_workers=backend_workers,
         server=server,
@@ -67,24 +69,30 @@ def one(
         rec, cpu = crowd.run_sync(target, plan)
         # Faults the servers logged are part of the story (and of a failed run's why).
         logs = {name: stack.log(name) for name in stack.pids()}
+        origin = stack.origin_counters()
     duration = rec.now()
     summary = analysis.summarise(rec, cpu, target, duration)
     summary["label"] = label
     summary["stack"] = {
         "waitroom": waitroom,
         "rate": rate if waitroom else None,
+        "origin": "legacy" if capacity is not None else "lean",
+        "capacity_per_s": capacity,
         "gateway_workers": gateway_workers if waitroom else None,
         "backend_workers": backend_workers,
         "server": server,
         "pinned": stack.pin,
     }
+    # The origin's own account (lookup/capacity.py): through the waiting room its
+    # 5xx reach no student, who sees the calm busy page instead.
+    summary["origin"] = origin
     timeline = analysis.timeline(rec)
     to_result = [
         s.result_at - s.arrival
         for s in rec.students
         if s.result_at is not None and s.outcome == "result"
     ]
-    series = Series(label, timeline, to_result, rate if waitroom else None, len(rec.students))
+    series = Series(label, timeline, to_result, target.rate, len(rec.students))
     warn_loader(summary)
     return Outcome(label, summary, timeline, series, logs)
 

@@ -1,12 +1,14 @@
 """``seed``: the load test of the document that started this project, redone.
 
 700, 7,000 and 14,000 users spawned at 700 per second, each waiting 0-1 s between
-its requests, against the lookup backend directly (no waiting room) and through
-waitroom, side by side. Each user is a student on a journey (see
-``stress.student``): one lookup of their own marksheet, trying again after a
-failure, not a loop of requests forever, because a student who has the result
-leaves. Prints the document's table (users, mean time, requests per second,
-% failures) for both, and what the students got out of it.
+its requests, against the result site directly (no waiting room) and through
+waitroom, side by side. The result site is the legacy origin, 200 lookups a second
+(``--origin``, ``--capacity``): a site of fixed size, as a board's is. Each
+user is a student on a journey (see ``stress.student``): one lookup of their own
+marksheet, trying again after a failure, not a loop of requests forever, because a
+student who has the result leaves. Prints the document's table (users, mean time,
+requests per second, % failures) for both, and what the students got out of it: their
+own marksheet, and every 5xx by who answered it.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ import argparse
 
 from stress import arrivals, report
 from stress.run import Outcome, one
-from stress.spike import add_common, crowd_of, finish
+from stress.spike import add_common, capacity_of, check, crowd_of, describe, document_table, finish
 from stress.stack import sample_db
 
 SPAWN_PER_S = 700.0
@@ -34,53 +36,18 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def document_table(outcomes: list[Outcome], users: dict[str, int]) -> str:
-    rows = []
-    for o in outcomes:
-        s = o.summary
-        got = s["got_own_marksheet"]
-        rows.append(
-            [
-                users[o.label],
-                "waitroom" if s["target"] == "waitroom" else "backend direct",
-                s["mean_ms"],
-                s["rps"],
-                s["failure_pct"],
-                f"{100 * got / max(1, s['students']):.1f}%",
-                s["time_to_result_s"].get("p50"),
-                s["time_to_result_s"].get("max"),
-                f"{s['loader']['cpu_max']:.0%}",
-            ]
-        )
-    return report.table(
-        [
-            "users",
-            "target",
-            "mean time ms",
-            "requests/s",
-            "% failures",
-            "own marksheet",
-            "to result p50 s",
-            "max s",
-            "loader CPU max",
-        ],
-        rows,
-    )
-
-
 def main(scenario: str, argv: list[str]) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = check(parser, parser.parse_args(argv))
     sizes = [int(u) for u in args.users.split(",") if u]
     targets = [t for t in args.targets.split(",") if t]
     if "both" in targets:
         targets = ["direct", "waitroom"]
     db = sample_db(args.candidates)
     outcomes: list[Outcome] = []
-    users: dict[str, int] = {}
     for n in sizes:
         for target in targets:
             label = f"{n} users {target}"
-            users[label] = n
             plan = crowd_of(args, arrivals.spawn(n, args.spawn_rate))
             outcomes.append(
                 one(
@@ -89,16 +56,15 @@ def main(scenario: str, argv: list[str]) -> int:
                     plan,
                     waitroom=target == "waitroom",
                     rate=args.rate,
+                    capacity=capacity_of(args),
                     pin=args.pin,
                     gateway_workers=args.gateway_workers,
                     backend_workers=args.backend_workers,
                     server=args.server,
                 )
             )
-            report.say(document_table(outcomes[-1:], users))
+            report.say(document_table(outcomes[-1:]))
     shape = (
-        f"users spawned at {args.spawn_rate:g}/s, 0-1 s between a user's requests; "
-        f"waitroom admitting {args.rate:g}/s.\n\nThe document's table:\n\n"
-        + document_table(outcomes, users)
+        f"users spawned at {args.spawn_rate:g}/s, 0-1 s between a user's requests; {describe(args)}"
     )
     return finish(scenario, argv, shape, outcomes)

@@ -2,9 +2,13 @@
 
 ``spike``: N students within S seconds, the burst when the result link goes out.
 ``release``: a realistic curve, a few early birds, a sharp peak at the release
-minute and a long tail. Both run against the lookup backend alone and through the
-waiting room (``--target``), one after the other. Defaults are sized to this 2-core
-machine: 10,000 students is about what one loader process drives without
+minute and a long tail. Both run against the result site alone and through the
+waiting room (``--target``), one after the other. The result site is the legacy
+origin by default (``--origin legacy``: ``waitroom lookup serve --capacity``, a
+site of fixed size, 200 lookups a second, that answers 500 and 502 past it as real
+ones do), and the waiting room admits just under its capacity; ``--origin lean``
+is the lean backend, which this machine cannot saturate. Defaults are sized to this
+2-core machine: 10,000 students is about what one loader process drives without
 saturating its core, and the peak arrival rate is above what one gateway worker
 can take in.
 """
@@ -21,10 +25,34 @@ from stress.run import Outcome, one
 from stress.stack import sample_db
 from stress.student import Behaviour
 
+# Through the waiting room, admission just under what the origin can do: students
+# admitted together do not arrive evenly, and the origin's backlog absorbs the rest.
+RATE_SHARE_OF_CAPACITY = 0.9
+LEAN_RATE = 200.0
+
 
 def add_common(parser: argparse.ArgumentParser) -> None:
     """Options every HTTP scenario shares."""
-    parser.add_argument("--rate", type=float, default=200.0, help="admissions per second")
+    parser.add_argument(
+        "--origin",
+        choices=("legacy", "lean"),
+        default="legacy",
+        help="the result site: legacy (a fixed capacity, fails as real sites do; "
+        "default) or lean (the lookup backend as shipped)",
+    )
+    parser.add_argument(
+        "--capacity",
+        type=float,
+        default=200.0,
+        help="the legacy origin's lookups a second (default 200)",
+    )
+    parser.add_argument(
+        "--rate",
+        help=f"the gateway's --rate, passed on as given (a number of admissions a "
+        f"second, or any other value the gateway takes); default "
+        f"{RATE_SHARE_OF_CAPACITY:g} x --capacity for the legacy origin, "
+        f"{LEAN_RATE:g} for the lean one",
+    )
     parser.add_argument("--candidates", type=int, default=100_000, help="sample data size")
     parser.add_argument("--app-share", type=float, default=0.25, help="JSON clients' share")
     parser.add_argument("--abandon-share", type=float, default=0.05)
@@ -40,6 +68,48 @@ def add_common(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--quiet", action="store_true", help="no live progress line")
     parser.add_argument("--seed", type=int, default=1, help="of the crowd's random draws")
+
+
+def check(parser: argparse.ArgumentParser, args: argparse.Namespace) -> argparse.Namespace:
+    """The options that only make sense together, and the rate the gateway gets."""
+    if args.origin == "legacy":
+        if args.capacity <= 0:
+            parser.error(f"--capacity must be > 0 lookups a second, got {args.capacity:g}")
+        if args.backend_workers != 1:
+            parser.error(
+                f"--backend-workers {args.backend_workers}: the legacy origin's pool lives "
+                "in one process (size it with --capacity)"
+            )
+    args.rate = rate_of(args)
+    return args
+
+
+def rate_of(args: argparse.Namespace) -> float | str:
+    """``--rate`` as a number when it is one; any other value goes to the gateway as is."""
+    if args.rate is None:
+        return RATE_SHARE_OF_CAPACITY * args.capacity if args.origin == "legacy" else LEAN_RATE
+    try:
+        return float(args.rate)
+    except ValueError:
+        return str(args.rate)
+
+
+def capacity_of(args: argparse.Namespace) -> float | None:
+    return float(args.capacity) if args.origin == "legacy" else None
+
+
+def describe(args: argparse.Namespace) -> str:
+    """The systems of a run, for the report's first line."""
+    origin = (
+        f"a legacy origin of {args.capacity:g} lookups/s"
+        if args.origin == "legacy"
+        else "the lean lookup backend"
+    )
+    rate = f"{args.rate:g}/s" if isinstance(args.rate, float) else f"rate {args.rate}"
+    return (
+        f"{origin}; waitroom admitting {rate} ({args.gateway_workers} gateway worker(s), "
+        f"{args.server})"
+    )
 
 
 def behaviour(args: argparse.Namespace) -> Behaviour:
@@ -75,6 +145,73 @@ def crowd_of(args: argparse.Namespace, times: list[float]) -> Crowd:
         deadline_s=args.deadline,
         rng_seed=args.seed,
         progress=not args.quiet,
+    )
+
+
+def target_name(s: dict[str, Any]) -> str:
+    if s["target"] != "waitroom":
+        return "direct"
+    rate = s["stack"]["rate"]
+    return f"waitroom {rate:g}/s" if isinstance(rate, float | int) else f"waitroom, rate {rate}"
+
+
+def origin_5xx(s: dict[str, Any]) -> str:
+    """The origin's own count of 500 / 502 / 504 (the legacy origin's counters)."""
+    origin = s.get("origin")
+    if not origin:
+        return "-"
+    answered = origin["answered"]
+    return " / ".join(f"{answered.get(code, 0):,}" for code in ("500", "502", "504"))
+
+
+def own_marksheet(s: dict[str, Any]) -> str:
+    """The share of students who got their own marksheet, of those who did not
+    choose to leave the line (``--abandon-share``)."""
+    left = s["outcomes"].get("abandoned", 0)
+    share = f"{100 * s['got_own_marksheet'] / max(1, s['students'] - left):.1f}%"
+    return f"{share} ({left:,} left)" if left else share
+
+
+def document_table(outcomes: list[Outcome]) -> str:
+    """The seed document's columns (users, mean time, requests/s, % failures), then
+    what the students got: their own marksheet, and every 5xx by who answered it."""
+    rows = []
+    for o in outcomes:
+        s = o.summary
+        rows.append(
+            [
+                s["students"],
+                target_name(s),
+                s["mean_ms"],
+                s["rps"],
+                s["failure_pct"],
+                own_marksheet(s),
+                s["calm_503"],
+                sum(s["bad_5xx"].values()),
+                origin_5xx(s),
+                s["timeouts"] + sum(s["errors"].values()),
+                s["time_to_result_s"].get("p50"),
+                s["time_to_result_s"].get("max"),
+                f"{s['loader']['cpu_max']:.0%}",
+            ]
+        )
+    return report.table(
+        [
+            "users",
+            "target",
+            "mean time ms",
+            "requests/s",
+            "% failures",
+            "own marksheet",
+            "calm busy 503",
+            "other 5xx seen",
+            "origin 500 / 502 / 504",
+            "timeouts + conn. errors",
+            "to result p50 s",
+            "max s",
+            "loader CPU max",
+        ],
+        rows,
     )
 
 
@@ -135,7 +272,8 @@ def routes_table(outcomes: list[Outcome]) -> str:
 
 
 def main(scenario: str, argv: list[str]) -> int:
-    args = build_parser(scenario).parse_args(argv)
+    parser = build_parser(scenario)
+    args = check(parser, parser.parse_args(argv))
     if scenario == "spike":
         times = arrivals.spike(args.students, args.within, args.seed)
         shape = f"{args.students:,} students within {args.within:g} s"
@@ -151,6 +289,7 @@ def main(scenario: str, argv: list[str]) -> int:
             f"{args.students:,} students, release at {args.release_at:g} s, "
             f"tail {args.tail:g} s, last arrival by {args.until:g} s"
         )
+    shape += f"; {describe(args)}"
     db = sample_db(args.candidates)
     targets = ["direct", "waitroom"] if args.target == "both" else [args.target]
     outcomes = [
@@ -160,6 +299,7 @@ def main(scenario: str, argv: list[str]) -> int:
             crowd_of(args, times),
             waitroom=t == "waitroom",
             rate=args.rate,
+            capacity=capacity_of(args),
             pin=args.pin,
             gateway_workers=args.gateway_workers,
             backend_workers=args.backend_workers,
@@ -172,9 +312,10 @@ def main(scenario: str, argv: list[str]) -> int:
 
 def finish(scenario: str, argv: list[str], shape: str, outcomes: list[Outcome]) -> int:
     head = report.header(scenario, argv)
+    document = document_table(outcomes)
     summary = report.table(OUTCOME_HEADERS, [outcome_row(o) for o in outcomes])
     routes = routes_table(outcomes)
-    markdown = f"{shape}.\n\n{summary}\n\nBy route:\n\n{routes}\n"
+    markdown = f"{shape}.\n\n{document}\n\nIn detail:\n\n{summary}\n\nBy route:\n\n{routes}\n"
     report.say()
     report.say(markdown)
     data = {

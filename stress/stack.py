@@ -3,14 +3,18 @@
 ``Stack(db, waitroom=True)`` runs an embedded Redis, the lookup backend and the
 gateway, each server in its own process through the real CLI; ``waitroom=False``
 runs the lookup backend alone in standalone mode (the result site without a waiting
-room). Every process is stopped on exit, its workers too (own process group), and
-dies with this one. With ``pin`` the servers share core 0 and the caller keeps the
-other cores for the load generator.
+room). With ``capacity`` the backend is the legacy origin (``waitroom lookup serve
+--capacity``, ``lookup/capacity.py``): a result site of fixed size that fails as
+real ones do, whose own counters :meth:`Stack.origin_counters` reads. Every
+process is stopped on exit, its workers too (own process group), and dies with this
+one. With ``pin`` the servers share core 0 and the caller keeps the other cores for
+the load generator.
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
 import math
 import os
 import secrets
@@ -67,7 +71,8 @@ class Stack:
         db: Path,
         *,
         waitroom: bool,
-        rate: float = 100.0,
+        rate: float | str = 100.0,
+        capacity: float | None = None,
         gateway_workers: int = 1,
         backend_workers: int = 1,
         server: str = "hypercorn",
@@ -77,6 +82,7 @@ class Stack:
         self.db = db
         self.waitroom = waitroom
         self.rate = rate
+        self.capacity = capacity
         self.gateway_workers = gateway_workers
         self.backend_workers = backend_workers
         self.server = server
@@ -87,6 +93,7 @@ class Stack:
         self._tmp = tempfile.TemporaryDirectory(prefix="waitroom-stress-")
         self.logs = Path(self._tmp.name)
         self.target: Target | None = None
+        self.backend_port: int | None = None
 
     def __enter__(self) -> Target:
         try:
@@ -106,20 +113,14 @@ class Stack:
     def _start(self) -> Target:
         backend_secret = secrets.token_urlsafe(32)
         env = {**os.environ, "WAITROOM_BACKEND_SECRET": backend_secret}
-        backend_port = free_port()
-        args = ["lookup", "serve", "--db", str(self.db), "--port", str(backend_port)]
-        args += ["--workers", str(self.backend_workers), "--server", self.server]
-        if not self.waitroom:
-            args.append("--standalone")
-        self._spawn("backend", args, env)
+        backend_port = self.backend_port = free_port()
+        self._spawn("backend", self.backend_args(backend_port), env)
         self._wait(backend_port, "/healthz")
         if not self.waitroom:
             self.target = Target("direct", HOST, backend_port)
             return self.target
         self._redis = EmbeddedRedis().start()
         port = free_port()
-        # The cap must not bind before the rate: an admission counts for the window.
-        max_active = max(500, math.ceil(self.rate * self.active_window_s * 1.5))
         env.update(
             {
                 "WAITROOM_MODE": "test",
@@ -133,13 +134,32 @@ class Stack:
                 "WAITROOM_TRUSTED_PROXIES": f"{HOST}/32",
             }
         )
-        args = ["serve", "--port", str(port), "--rate", str(self.rate)]
-        args += ["--max-active", str(max_active), "--workers", str(self.gateway_workers)]
-        args += ["--server", self.server]
-        self._spawn("gateway", args, env)
+        self._spawn("gateway", self.gateway_args(port), env)
         self._wait(port, "/readyz")
-        self.target = Target("waitroom", HOST, port, self._redis.url, "results", self.rate)
+        configured = self.rate if isinstance(self.rate, float | int) else None
+        self.target = Target("waitroom", HOST, port, self._redis.url, "results", configured)
         return self.target
+
+    def backend_args(self, port: int) -> list[str]:
+        """``waitroom lookup serve``'s arguments: the legacy origin with a capacity."""
+        args = ["lookup", "serve", "--db", str(self.db), "--port", str(port)]
+        args += ["--workers", str(self.backend_workers), "--server", self.server]
+        if self.capacity is not None:
+            args += ["--capacity", f"{self.capacity:g}"]
+        if not self.waitroom:
+            args.append("--standalone")
+        return args
+
+    def gateway_args(self, port: int) -> list[str]:
+        """``waitroom serve``'s arguments; the rate is passed on as given."""
+        # The cap must not bind before the rate: an admission counts for the window.
+        # A rate the gateway works out itself (not a number) is at most the origin's.
+        rate = self.rate if isinstance(self.rate, float | int) else (self.capacity or 200.0)
+        max_active = max(500, math.ceil(rate * self.active_window_s * 1.5))
+        given = f"{self.rate:g}" if isinstance(self.rate, float | int) else self.rate
+        args = ["serve", "--port", str(port), "--rate", given]
+        args += ["--max-active", str(max_active), "--workers", str(self.gateway_workers)]
+        return [*args, "--server", self.server]
 
     def _spawn(self, name: str, args: list[str], env: dict[str, str]) -> None:
         pin = self.pin
@@ -176,6 +196,15 @@ class Stack:
                     return
             time.sleep(0.1)
         raise RuntimeError(f"http://{HOST}:{port}{path} not ready within {timeout:.0f} s")
+
+    def origin_counters(self) -> dict[str, object] | None:
+        """What the legacy origin says it answered; None for the lean backend."""
+        if self.capacity is None or self.backend_port is None:
+            return None
+        url = f"http://{HOST}:{self.backend_port}/_origin/counters"
+        with urllib.request.urlopen(url, timeout=10) as answer:
+            counters: dict[str, object] = json.loads(answer.read())
+            return counters
 
     def log(self, name: str) -> str:
         with contextlib.suppress(OSError):

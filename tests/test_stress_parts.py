@@ -1,20 +1,24 @@
-"""The stress scripts' judgement: inversions, arrival curves, the simulation, wrk's output."""
+"""The stress scripts' judgement: inversions, arrival curves, the simulation, wrk's output,
+the options that choose the origin and the rate."""
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import contextlib
+from pathlib import Path
 
+import pytest
 import redis
 import redis.asyncio as aioredis
 from hypercorn.asyncio import serve
 from hypercorn.config import Config
 
-from stress import analysis, arrivals, plain_app, simulate
+from stress import analysis, arrivals, plain_app, seed, simulate, spike
 from stress.baseline import parse_wrk
 from stress.httpclient import Browser, HttpError
 from stress.record import Recorder, Student
-from stress.stack import free_port
+from stress.stack import Stack, free_port
 from stress.student import Behaviour, Journey, Target
 from tests.gateway_support import make_settings
 from waitroom.queue import Queue
@@ -172,3 +176,56 @@ async def test_a_student_resends_on_a_connection_the_server_closed_while_idle() 
     finally:
         stop.set()
         await task
+
+
+def _seed_args(*argv: str) -> argparse.Namespace:
+    parser = seed.build_parser()
+    return spike.check(parser, parser.parse_args(list(argv)))
+
+
+def test_the_rate_is_just_under_the_legacy_origins_capacity_and_any_other_is_passed_on(
+    tmp_path: Path,
+) -> None:
+    assert _seed_args().origin == "legacy" and _seed_args().rate == 180.0
+    assert _seed_args("--capacity", "50").rate == 45.0
+    assert _seed_args("--origin", "lean").rate == 200.0
+    assert _seed_args("--rate", "150").rate == 150.0
+    # A value the gateway works out itself reaches it as given.
+    args = _seed_args("--rate", "auto")
+    assert args.rate == "auto"
+    stack = Stack(tmp_path / "r.sqlite3", waitroom=True, rate=args.rate, capacity=200.0)
+    try:
+        gateway = stack.gateway_args(8080)
+        assert gateway[gateway.index("--rate") + 1] == "auto"
+        # The concurrency cap still leaves room for the origin's capacity a second.
+        assert int(gateway[gateway.index("--max-active") + 1]) >= 200 * 60
+        backend = stack.backend_args(8100)
+        assert backend[backend.index("--capacity") + 1] == "200"
+        assert "--standalone" not in backend
+    finally:
+        stack.close()
+    lean = Stack(tmp_path / "r.sqlite3", waitroom=False, rate=200.0)
+    try:
+        assert "--capacity" not in lean.backend_args(8100)
+        assert "--standalone" in lean.backend_args(8100)
+    finally:
+        lean.close()
+
+
+def test_the_legacy_origin_runs_one_backend_process(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        _seed_args("--backend-workers", "2")
+    assert "--backend-workers 2" in capsys.readouterr().err
+    assert _seed_args("--origin", "lean", "--backend-workers", "2").backend_workers == 2
+
+
+def test_the_calm_busy_page_is_told_apart_from_other_5xx() -> None:
+    rec = Recorder()
+    st = Student(id=0, candidate=0, kind="browser", arrival=0.0)
+    rec.answer(st, "POST /result", 0.0, 503, True)  # the waiting room's busy page
+    rec.answer(st, "POST /result", 0.0, 503, False)
+    rec.answer(st, "POST /result", 0.0, 502, False)
+    rec.answer(st, "POST /result", 0.0, 200, False)
+    assert rec.calm_503 == 1
+    assert rec.bad_5xx == {"POST /result 503": 1, "POST /result 502": 1}
+    assert rec.failures == 3
