@@ -86,7 +86,7 @@ def test_a_cluster_from_its_url_or_from_the_setting() -> None:
         ({"redis_url": "http://redis:6379"}, "WAITROOM_REDIS_URL", "http://redis:6379"),
         ({"redis_url": "redis+sentinel://h:26379"}, "WAITROOM_REDIS_URL", "redis+sentinel"),
         ({"redis_url": "redis+sentinel://h:x/m"}, "WAITROOM_REDIS_URL", "h:x"),
-        ({"redis_url": "redis+sentinel://h:1/m/99"}, "WAITROOM_REDIS_URL", "m/99"),
+        ({"redis_url": "redis+sentinel://h:1/m/x"}, "WAITROOM_REDIS_URL", "m/x"),
         ({"redis_url": "redis+cluster://h:1/2"}, "WAITROOM_REDIS_URL", "h:1/2"),
         ({"redis_sentinels": "h:26379"}, "WAITROOM_REDIS_SENTINEL_MASTER", ""),
         (
@@ -116,6 +116,13 @@ def test_a_redis_setting_that_cannot_be_used_stops_the_start_naming_it(
         make_settings(str(overrides.pop("redis_url", "redis://127.0.0.1:6379/0")), **overrides)
     assert caught.value.setting == setting
     assert value in str(caught.value.value)
+
+
+def test_a_password_in_a_bad_url_is_never_shown() -> None:
+    for url in ("redis+sentinel://:s3cret@h:x/m", "redis+cluster://u:s3cret@h:1/5"):
+        with pytest.raises(ConfigError) as caught:
+            topology(url)
+        assert "s3cret" not in str(caught.value) and "***" in str(caught.value)
 
 
 def test_the_redis_settings_come_from_the_environment() -> None:

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import hashlib
 import logging
 import re
@@ -103,7 +104,7 @@ class Topology:
     def __str__(self) -> str:
         """For logs and banners: never the password."""
         if self.kind == SERVER:
-            return re.sub(r"//[^@/]*@", "//***@", self.url)
+            return _hidden(self.url)
         nodes = ",".join(f"{h}:{p}" for h, p in self.nodes)
         if self.kind == SENTINEL:
             return f"{SENTINEL_SCHEME}{nodes}/{self.master}/{self.db}"
@@ -142,7 +143,7 @@ def topology(
     elif not url.startswith(_PLAIN_SCHEMES):
         raise ConfigError(
             _URL,
-            url,
+            _hidden(url),
             "must start with redis://, rediss://, unix://, redis+sentinel:// or redis+cluster://",
         )
     elif sentinels:
@@ -171,18 +172,7 @@ def topology(
             raise ConfigError(_MASTER, master, f"set {_SENTINELS} too, or leave this empty")
         found = Topology(SERVER, url=url)
     wanted = wait_replicas if wait_replicas >= 0 else (0 if found.kind == SERVER else 1)
-    return Topology(
-        found.kind,
-        found.url,
-        found.nodes,
-        found.master,
-        found.db,
-        found.username,
-        found.password,
-        found.ssl,
-        wanted,
-        wait_timeout_ms,
-    )
+    return dataclasses.replace(found, wait_replicas=wanted, wait_timeout_ms=wait_timeout_ms)
 
 
 def topology_of(settings: Any) -> Topology:
@@ -212,15 +202,19 @@ def _sentinel_url(url: str) -> Topology:
     parts = [p for p in path.split("/") if p]
     if not parts or len(parts) > 2:
         raise ConfigError(
-            _URL, url, "name the primary: redis+sentinel://host:port[,host:port]/<primary>[/<db>]"
+            _URL,
+            _hidden(url),
+            "name the primary: redis+sentinel://host:port[,host:port]/<primary>[/<db>]",
         )
     master = parts[0]
     if not _MASTER_RE.match(master):
-        raise ConfigError(_URL, url, f"{master!r} is not a primary's name (A-Z, a-z, 0-9, ._-)")
+        raise ConfigError(
+            _URL, _hidden(url), f"{master!r} is not a primary's name (A-Z, a-z, 0-9, ._-)"
+        )
     db = _db(parts[1] if len(parts) == 2 else "0", url)
     return Topology(
         SENTINEL,
-        nodes=_nodes(hosts, _URL, url),
+        nodes=_nodes(hosts, _URL, _hidden(url)),
         master=master,
         db=db,
         username=user,
@@ -232,10 +226,10 @@ def _cluster_url(url: str, rest: str, setting: str, *, ssl: bool = False) -> Top
     netloc, _, path = rest.partition("/")
     user, password, hosts = _split_userinfo(netloc)
     if path.strip("/") not in ("", "0"):
-        raise ConfigError(setting, url, "a cluster has database 0 only")
+        raise ConfigError(setting, _hidden(url), "a cluster has database 0 only")
     return Topology(
         CLUSTER,
-        nodes=_nodes(hosts, setting, url),
+        nodes=_nodes(hosts, setting, _hidden(url)),
         username=user,
         password=password,
         ssl=ssl,
@@ -252,9 +246,14 @@ def _plain_parts(url: str) -> tuple[str | None, str | None, str, int]:
 
 
 def _db(text: str, url: str) -> int:
-    if not text.isdigit() or int(text) > 15:
-        raise ConfigError(_URL, url, f"database {text!r} must be a number, 0-15")
+    if not text.isdigit():
+        raise ConfigError(_URL, _hidden(url), f"database {text!r} must be a number")
     return int(text)
+
+
+def _hidden(url: str) -> str:
+    """A URL fit for an error message: its password replaced."""
+    return re.sub(r"(//[^:@/]*:)[^@/]*@", r"\1***@", url)
 
 
 def _nodes(text: str, setting: str, shown: str | None = None) -> tuple[tuple[str, int], ...]:
