@@ -15,6 +15,7 @@ import asyncio
 import time
 from typing import Any
 
+import aiohttp
 import pytest
 
 from tests.gateway_processes import node_env
@@ -91,6 +92,18 @@ async def test_the_primary_killed_mid_spike_loses_no_place_and_admits_in_order(
             finally:
                 store.close()
             assert int(state[b"frontier"]) >= max(s.position or 0 for s in crowd.students)
+            # The promoted primary has no replica: joins after the failover were answered
+            # without a copy, and /metrics says so (room-wide, from either gateway).
+            await asyncio.sleep(0.6)  # a flush of the workers' counters
+            async with aiohttp.ClientSession() as session:
+                async with session.get(urls[1] + "/metrics") as response:
+                    text = await response.text()
+            unreplicated = next(
+                float(line.split()[-1])
+                for line in text.splitlines()
+                if line.startswith("waitroom_redis_unreplicated_writes_total")
+            )
+            assert unreplicated > 0, text
             print(
                 f"failover {failover_s:.2f} s, admission resumed "
                 f"{resumed - killed_at:.2f} s after the kill, burst {burst:.1f}, {places}"

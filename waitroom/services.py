@@ -46,6 +46,8 @@ class Services:
         assets = Assets(settings.static_dir or None)
         signer = TicketSigner(settings, pass_ttl=view.pass_ttl_s)
         limits = Limits(client, settings, view, on_batch=batch_counter(stats, "count"))
+        if queue.replicas is not None:
+            queue.replicas.on_unreplicated = lambda: stats.count("redis_unreplicated")
         return cls(
             settings=settings,
             redis=client,

@@ -35,7 +35,7 @@ import dataclasses
 import hashlib
 import logging
 import re
-from collections.abc import Awaitable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from importlib import resources
 from typing import Any, TypeAlias, TypeVar
@@ -514,6 +514,8 @@ class Replicas:
         self._online: dict[str, int] = {}
         self._short_logged: set[str] = set()
         self.unreplicated = 0  # writes answered without a copy (none was online)
+        # Told of each such write (the room-wide counter behind /metrics).
+        self.on_unreplicated: Callable[[], None] | None = None
 
     async def run(
         self, client: Client, script: Script, keys: Sequence[str], args: Sequence[Any]
@@ -564,6 +566,8 @@ class Replicas:
             # No replica to wait for (or one back since the last write, waited for
             # from the next write on).
             self.unreplicated += 1
+            if self.on_unreplicated is not None:
+                self.on_unreplicated()
         if online < self.wanted and primary not in self._short_logged:
             self._short_logged.add(primary)
             log.warning(
