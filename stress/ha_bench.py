@@ -96,6 +96,18 @@ async def wait_cost(rounds: int, seconds: float) -> dict[str, Any]:
                     for name, step in steps(queues[wait]).items():
                         result = await _measure(step, seconds)
                         samples.setdefault((name, wait), []).append(result)
+            # The replica lost: nothing to wait for, but each write through Sentinel
+            # asks the sentinels whether its server is still the primary.
+            ha.replica.stop()
+            for _ in range(100):  # until the primary sees it gone (at once, here)
+                if not (await client.execute_command("ROLE"))[2]:
+                    break
+                await asyncio.sleep(0.05)
+            lost = f"join, {BLOCK} a call, no replica online"
+            for _ in range(rounds):
+                for wait in (0, 1):
+                    step = steps(queues[wait])[f"join, {BLOCK} a call"]
+                    samples.setdefault((lost, wait), []).append(await _measure(step, seconds))
         finally:
             await client.aclose()
     out: dict[str, Any] = {}
