@@ -28,8 +28,10 @@
   // and a line drawn across it would show numbers nobody measured.
   var GAP_S = 3;
 
-  // What the pacer admitted at for a sample: the governed target, no-shows made up.
+  // What the pacer admitted at for a sample: the governed target, no-shows made up
+  // (samples say so themselves since the auto rate; older ones are worked out).
   function admitting(p) {
+    if (p.admission_rate) return p.admission_rate;
     if (p.target_rate === null || p.target_rate === undefined) return null;
     var target = p.effective_rate === null || p.effective_rate === undefined
       ? p.target_rate : Math.min(p.target_rate, p.effective_rate);
@@ -102,6 +104,7 @@
     set("target_rate", fmt(j.target_rate, 3));
     set("noshow_factor", fmt(j.noshow_factor, 3));
     set("governor_reason", j.governor_reason || "");
+    set("rate_mode", j.rate_mode || "–");
     live.classList.toggle("paused", !!j.paused);
     live.querySelectorAll("[data-held]").forEach(function (el) { el.textContent = j.paused ? "paused" : ""; });
     set("arrivals_per_s", fmt(j.arrivals_per_s, 2));

@@ -27,7 +27,7 @@ from tests.gateway_support import TEST_KEYS, make_settings
 from waitroom.adminauth import MAX_FAILURES, SESSION_COOKIE, SLOW_AFTER, SLOW_DOWN_S
 from waitroom.keys import RoomKeys
 from waitroom.passwords import hash_password
-from waitroom.queue import Queue
+from waitroom.queue import Queue, Search
 from waitroom.tickets import PASS_COOKIE, TICKET_COOKIE
 
 PASSWORD = "correct horse battery staple"
@@ -487,3 +487,59 @@ async def test_target_ceiling_and_no_show_factor_agree_and_paused_is_on_every_ti
 def _tiles(page: str) -> str:
     start = page.index('<div class="tiles">')
     return page[start : page.index("<figure>", start)]
+
+
+async def test_the_admin_switches_the_auto_rate_on_and_off_and_each_switch_is_audited(
+    gateway: GatewayFactory, redis_client: aioredis.Redis
+) -> None:
+    keys = RoomKeys("results")
+    async with gateway(**admin(rate=5.0)) as gw, student() as s:
+        await wait_for_credit(gw.url)
+        assert await login(s, gw.url) == 303
+        assert (await live(s, gw.url))["rate_mode"] == "fixed"
+        # Without the session's token nothing changes.
+        code, _ = await post(s, gw.url, "/admin/settings", {"csrf": "forged", "rate_auto": "1"})
+        assert code == 403 and await redis_client.hget(keys.config, "rate_auto") is None
+        code, page = await post(
+            s, gw.url, "/admin/settings", {"csrf": await csrf(s, gw.url), "rate_auto": "maybe"}
+        )
+        assert code == 400 and "Rate must be 0 (fixed) or 1 (auto" in page
+        form = {"csrf": await csrf(s, gw.url), "rate_auto": "1", "rate": "400"}
+        assert (await post(s, gw.url, "/admin/settings", form))[0] == 303
+        assert await redis_client.hget(keys.config, "rate_auto") == b"1"
+        body = await live(s, gw.url)
+        assert body["rate_auto"] is True and body["rate"] == 400.0
+        assert body["rate_mode"] == "auto: searching for the backend's capacity"
+        # With no backend traffic the search holds at its start (2 % of 400/s, 8/s).
+        deadline = time.monotonic() + 5
+        while (body := await live(s, gw.url))["target_rate"] != 8.0:
+            assert time.monotonic() < deadline, body
+            await asyncio.sleep(0.1)
+        assert body["governor_reason"].startswith("auto: starting at 8/s")
+        # What the search found, as any gateway's page shows it.
+        found = Search(phase="hold", since=time.time(), capacity=38.4, per_admission=2.0)
+        await Queue(redis_client, make_settings("redis://unused")).govern(
+            16.3,
+            None,
+            "auto: found about 38 lookups/s; holding at 16.3/s",
+            0,
+            search=found,
+        )
+        deadline = time.monotonic() + 3
+        while (body := await live(s, gw.url))["capacity"] != 38.4:
+            assert time.monotonic() < deadline, body
+            await asyncio.sleep(0.05)
+        assert body["rate_mode"] == "auto: found about 38 lookups/s"
+        async with s.get(gw.url + "/admin") as response:
+            page = await response.text()
+        assert 'data-k="rate_mode">auto: found about 38 lookups/s<' in page
+        assert re.search(r'<option value="1" selected>Auto: find what the backend takes', page)
+        form = {"csrf": await csrf(s, gw.url), "rate_auto": "0", "rate": "400"}
+        assert (await post(s, gw.url, "/admin/settings", form))[0] == 303
+        assert (await live(s, gw.url))["rate_mode"] == "fixed"
+        entries = [json.loads(e) for e in reversed(await redis_client.lrange(keys.audit, 0, -1))]
+        assert [(e["field"], e["old"], e["new"]) for e in entries] == [
+            ("rate", "5", "400"),
+            ("rate_auto", "0", "1"),
+            ("rate_auto", "1", "0"),
+        ]

@@ -172,3 +172,43 @@ def test_serve_runs_two_workers_with_secrets_from_files(
         process.terminate()
         _, stderr = process.communicate(timeout=15)
     assert b"Traceback" not in stderr
+
+
+def test_the_rate_may_be_auto_and_a_bad_rate_names_the_setting() -> None:
+    keys = {"WAITROOM_SECRET_KEYS": STRONG, "WAITROOM_BACKEND_SECRET": STRONG_BACKEND}
+    fixed = Settings.from_env(keys)
+    assert (fixed.rate, fixed.rate_auto, fixed.max_active) == (10.0, False, 500)
+    auto = Settings.from_env({**keys, "WAITROOM_RATE": " Auto "})
+    # The search may reach 1000/s, and the concurrency cap does not stop it first.
+    assert (auto.rate, auto.rate_auto, auto.max_active) == (1000.0, True, 60_000)
+    # The most it may reach, given as the rate.
+    capped = Settings.from_env({**keys, "WAITROOM_RATE_AUTO": "1", "WAITROOM_RATE": "300"})
+    assert (capped.rate, capped.rate_auto) == (300.0, True)
+    assert (
+        Settings.from_env(
+            {**keys, "WAITROOM_MAX_ACTIVE": "800", "WAITROOM_RATE": "auto"}
+        ).max_active
+        == 800
+    )
+    # Workers read the decision back as it was made.
+    assert Settings.from_env(auto.to_env()) == auto
+    with pytest.raises(ConfigError) as caught:
+        Settings.from_env({**keys, "WAITROOM_RATE": "fast"})
+    assert str(caught.value).startswith("WAITROOM_RATE='fast': ") and "or auto" in str(caught.value)
+    with pytest.raises(ConfigError, match=r"^WAITROOM_RATE_AUTO='0': .*says the opposite"):
+        Settings.from_env({**keys, "WAITROOM_RATE": "auto", "WAITROOM_RATE_AUTO": "0"})
+    with pytest.raises(ConfigError, match=r"^WAITROOM_RATE=inf"):
+        Settings.from_env({**keys, "WAITROOM_RATE": "inf"})
+
+
+def test_serve_takes_rate_auto_on_the_command_line() -> None:
+    env = _env(WAITROOM_MODE="test", WAITROOM_SECRET_KEYS="k", WAITROOM_BACKEND_SECRET="k")
+    done = subprocess.run(
+        [sys.executable, "-m", "waitroom", "serve", "--rate", "fast"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert done.returncode == 2 and "WAITROOM_RATE='fast'" in done.stderr
+    assert "Traceback" not in done.stderr

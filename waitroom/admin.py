@@ -194,6 +194,7 @@ def admin_blueprint(services: Services) -> Blueprint:
         "mode": "queue",
         "paused": "0",
         "protected_paths": settings.protected_paths,
+        "rate_auto": "1" if settings.rate_auto else "0",
     }
 
     async def change(current: Session, changes: dict[str, str]) -> Reply:
@@ -297,7 +298,7 @@ def _live(services: Services, series: list[dict[str, Any]]) -> dict[str, Any]:
     if s is None:
         return body
     latest = series[-1] if series else {}
-    target = s.rate if s.effective_rate is None else min(s.rate, s.effective_rate)
+    target = s.target_rate
     factor = s.admission_rate / target if target > 0 else 1.0
     body.update(
         mode=s.mode,
@@ -313,6 +314,11 @@ def _live(services: Services, series: list[dict[str, Any]]) -> dict[str, Any]:
         effective_rate=s.effective_rate,
         governor_reason=s.governor_reason,
         governor_at=s.governor_at,
+        rate_auto=s.rate_auto,
+        rate_mode=rate_mode(s),
+        capacity=None if s.search.capacity is None else round(s.search.capacity, 1),
+        per_admission=s.search.per_admission,
+        search=s.search.phase or None,
         shown_total=s.shown,
         max_active=s.max_active,
         pass_ttl_s=s.pass_ttl_s,
@@ -333,6 +339,15 @@ def _live(services: Services, series: list[dict[str, Any]]) -> dict[str, Any]:
     if s.release_at_ms is not None:
         body["release"] = _release(s.release_at_ms, s.release_seed, s.release_base, s.released_n)
     return body
+
+
+def rate_mode(state: RoomState) -> str:
+    """The rate's mode in a few words, with the capacity the auto rate found."""
+    if not state.rate_auto:
+        return "fixed"
+    if state.search.capacity is None:
+        return "auto: searching for the backend's capacity"
+    return f"auto: found about {state.search.capacity:.0f} lookups/s"
 
 
 def _release(at_ms: int, seed: str, base: int, released_n: int | None) -> dict[str, Any]:
@@ -373,6 +388,7 @@ async def _dashboard(
         form=await request.form if request.method == "POST" else {},
         audit=entries,
         modes=controls.MODES,
+        rate_modes=controls.RATE_MODES,
         saved=request.args.get("saved") == "1",
         settings=services.settings,
     )
@@ -423,6 +439,7 @@ def _in_force(state: RoomState, field: str, value: str) -> bool:
         "banner_en": dict(state.banner).get("en", ""),
         "banner_hi": dict(state.banner).get("hi", ""),
         "protected_paths": state.protected_paths,
+        "rate_auto": "1" if state.rate_auto else "0",
     }
     if field not in current:
         return False

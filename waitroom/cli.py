@@ -9,7 +9,7 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-from waitroom.config import ENV_PREFIX, FILE_SUFFIX, Settings
+from waitroom.config import ENV_PREFIX, FILE_SUFFIX, Settings, parse_rate
 from waitroom.errors import WaitroomError
 from waitroom.store import topology_of
 
@@ -28,7 +28,12 @@ _SERVE_FLAGS: tuple[tuple[str, type, str], ...] = (
     ),
     ("--backend-url", str, "lookup backend base URL"),
     ("--room", str, "room name"),
-    ("--rate", float, "admissions per second"),
+    (
+        "--rate",
+        str,
+        "admissions per second, or auto: find what the backend can take, at most "
+        "WAITROOM_RATE when that is a number, else 1000/s",
+    ),
     ("--max-active", int, "most admissions counted as active at once"),
     ("--pass-ttl-s", int, "lifetime of an admission pass, seconds"),
     ("--mode", str, "production (default), demo or test"),
@@ -110,6 +115,12 @@ def _serve(args: argparse.Namespace) -> int:
     for flag, _, _ in _SERVE_FLAGS:
         name = flag.lstrip("-").replace("-", "_")
         overrides[name] = getattr(args, name)
+    if args.rate is not None:
+        # A number sets the admin's rate; auto turns the search on, and the rate
+        # (from the environment, or the default) is the most it may reach.
+        overrides["rate"], auto = parse_rate(ENV_PREFIX + "RATE", args.rate)
+        if auto:
+            overrides["rate_auto"] = True
     settings = Settings.from_env(**overrides)  # validates; raises ConfigError
     # The workers build their app from the variables; the secrets read from files
     # are among them, so the file settings would only say the same thing twice.
@@ -120,7 +131,7 @@ def _serve(args: argparse.Namespace) -> int:
     print(
         f"waitroom: gateway on http://{settings.host}:{settings.port} "
         f"({settings.server}, {settings.workers} worker(s), room {settings.room!r}, "
-        f"{settings.rate:g}/s, redis {topology_of(settings)})",
+        f"{_rate_text(settings)}, redis {topology_of(settings)})",
         file=sys.stderr,
     )
     return server.run(
@@ -131,6 +142,12 @@ def _serve(args: argparse.Namespace) -> int:
         backlog=settings.backlog,
         server=settings.server,
     )
+
+
+def _rate_text(settings: Settings) -> str:
+    if settings.rate_auto:
+        return f"rate auto, at most {settings.rate:g}/s"
+    return f"{settings.rate:g}/s"
 
 
 def _demo(args: argparse.Namespace) -> int:

@@ -154,6 +154,27 @@ def _bool(value: str) -> bool:
 
 _AUTO: Any = None
 
+# With ``--rate auto`` and no number the search may climb this high: far above
+# any one board's backend, so the backend's health, not this, sets the rate.
+AUTO_RATE_MAX = 1000.0
+FIXED_RATE_DEFAULT = 10.0
+MAX_ACTIVE_DEFAULT = 500
+
+
+def parse_rate(setting: str, raw: str) -> tuple[float | None, bool]:
+    """``--rate``/``WAITROOM_RATE``: people per second, or ``auto`` (the rate then
+    is the most the search may reach, given another way or the default)."""
+    text = raw.strip()
+    if text.lower() == "auto":
+        return None, True
+    try:
+        value = float(text)
+    except ValueError:
+        raise ConfigError(
+            setting, raw, "must be admissions per second (e.g. 50) or auto (find the rate)"
+        ) from None
+    return value, False
+
 
 @dataclass(frozen=True)
 class Settings:
@@ -180,9 +201,14 @@ class Settings:
     redis_wait_timeout_ms: int = 500
     backend_url: str = "http://127.0.0.1:8081"
     room: str = "results"
-    # Admission: people per second, concurrency cap, pass lifetime.
-    rate: float = 10.0
-    max_active: int = 500
+    # Admission: people per second, concurrency cap, pass lifetime. The rate is
+    # the admin's: fixed, or with rate_auto the most the governor's search for the
+    # backend's capacity may reach (10/s fixed by default, 1000/s with auto).
+    rate: float = _AUTO
+    rate_auto: bool = False
+    # 500 by default; with rate_auto as many as the most rate admits in one
+    # active window, so that the search, not the cap, finds the limit.
+    max_active: int = _AUTO
     pass_ttl_s: int = 600
     # An admission counts against max_active for this long, used or not: students
     # who never come back (no-shows) free their slot without any cleanup.
@@ -246,6 +272,13 @@ class Settings:
     def __post_init__(self) -> None:
         if self.cookie_secure is _AUTO:
             object.__setattr__(self, "cookie_secure", self.mode == "production")
+        if self.rate is _AUTO:
+            object.__setattr__(
+                self, "rate", AUTO_RATE_MAX if self.rate_auto else FIXED_RATE_DEFAULT
+            )
+        if self.max_active is _AUTO:
+            turnover = math.ceil(self.rate * self.active_window_s) if self.rate_auto else 0
+            object.__setattr__(self, "max_active", max(MAX_ACTIVE_DEFAULT, turnover))
         _check(self)
 
     @property
@@ -274,11 +307,26 @@ class Settings:
         """Read ``WAITROOM_<FIELD>`` variables; keyword overrides (CLI flags) win."""
         environ = os.environ if environ is None else environ
         values: dict[str, Any] = {}
+        rate_says_auto = False
         for spec in dataclasses.fields(cls):
             name = ENV_PREFIX + spec.name.upper()
             raw = read_secret(environ, name) if spec.metadata.get("secret") else environ.get(name)
-            if raw is not None:
+            if raw is None:
+                continue
+            if spec.name == "rate":
+                rate, rate_says_auto = parse_rate(name, raw)
+                if rate is not None:
+                    values["rate"] = rate
+            else:
                 values[spec.name] = _parse(spec, name, raw)
+        if rate_says_auto:
+            if values.get("rate_auto") is False:
+                raise ConfigError(
+                    ENV_PREFIX + "RATE_AUTO",
+                    environ.get(ENV_PREFIX + "RATE_AUTO"),
+                    "WAITROOM_RATE=auto says the opposite; set one of them",
+                )
+            values["rate_auto"] = True
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**values)
 
@@ -304,6 +352,12 @@ def _check(s: Settings) -> None:
     need(s.mode in MODES, "mode", s.mode, f"must be one of {', '.join(MODES)}")
     need(bool(_ROOM_RE.match(s.room)), "room", s.room, "use 1-40 of a-z, 0-9, '-', '_'")
     need(s.rate > 0, "rate", s.rate, "admission rate must be > 0 people per second")
+    need(
+        math.isfinite(s.rate),
+        "rate",
+        s.rate,
+        "must be a number of people per second (or auto)",
+    )
     for name in ("protected_paths", "lookup_paths"):
         parse_rule(getattr(s, name), ENV_PREFIX + name.upper())
     need(s.max_body_bytes >= 1024, "max_body_bytes", s.max_body_bytes, "must be at least 1024")

@@ -23,6 +23,10 @@ MODES = {
     "queue-all": "Queue all: everyone waits, nobody is admitted (before a release)",
     "pass-through": "Pass-through: no queue, every request goes to the backend (kill switch)",
 }
+RATE_MODES = {
+    "0": "Fixed: admit at this rate (lowered while the backend struggles)",
+    "1": "Auto: find what the backend takes, at most this rate",
+}
 MAX_RATE = 100_000.0
 MAX_ACTIVE = 10_000_000
 PASS_TTL_RANGE = (10, 24 * 3600)
@@ -67,6 +71,20 @@ def parse_settings(form: Mapping[str, str]) -> tuple[dict[str, str], list[FieldE
     number("max_active", "Max active passes", 1, MAX_ACTIVE, whole=True)
     number("pass_ttl_s", "Pass lifetime (seconds)", *PASS_TTL_RANGE, whole=True)
 
+    # The auto rate (0: fixed): the governor searches for what the backend takes,
+    # the admission rate being the most it may reach.
+    auto = form.get("rate_auto")
+    if auto is not None:
+        if auto in RATE_MODES:
+            changes["rate_auto"] = auto
+        else:
+            errors.append(
+                FieldError(
+                    "rate_auto",
+                    auto,
+                    f"Rate must be 0 (fixed) or 1 (auto, found by the governor); got {auto!r}",
+                )
+            )
     mode = form.get("mode")
     if mode is not None:
         if mode in MODES:

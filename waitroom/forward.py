@@ -145,20 +145,25 @@ class Forwarder:
         about: Iterable[tuple[bytes, bytes]] = (),
         *,
         repeatable: bool = False,
+        lookup: bool = False,
     ) -> UpstreamResponse:
         """The origin's answer, with the headers worth passing back.
 
         ``target`` is the path with its query string; ``about`` is what the gateway
         tells the origin (``waitroom.lean``: X-Forwarded-*, the student's language,
         lookups and time left). ``repeatable``: safe to send twice although the
-        method is not idempotent (a lookup only reads). A streamed answer comes back
-        with ``stream`` set; the caller closes it.
+        method is not idempotent (a lookup only reads). ``lookup``: to a lookup path,
+        counted apart (the work a result site is sized by, which the governor's auto
+        rate measures). A streamed answer comes back with ``stream`` set; the caller
+        closes it.
         """
         upstream = self._upstream
         if upstream is None:
             raise BackendUnavailable(self.url, "gateway is not serving yet")
         out = request_headers(headers)
         out += about
+        if self.stats is not None:
+            self.stats.sent(lookup=lookup)
         started = time.perf_counter()
         try:
             answer = await upstream.request(
@@ -170,13 +175,14 @@ class Forwarder:
                 stream=True,
             )
         except UpstreamError as exc:
-            self._record(started, ok=False, kind=exc.kind)
+            self._record(started, ok=False, kind=exc.kind, lookup=lookup)
             raise BackendUnavailable(self.url + target, str(exc)) from exc
         refused = answer.status == 403 and any(k == REFUSED_HEADER_BYTES for k, _ in answer.headers)
         self._record(
             started,
             ok=answer.status < 500 and not refused,
             kind="refused" if refused else "status_5xx",
+            lookup=lookup,
         )
         if answer.status >= 500 or refused:
             if answer.stream is not None:
@@ -213,6 +219,7 @@ class Forwarder:
             kept.append((name, value))
         return kept
 
-    def _record(self, started: float, *, ok: bool, kind: str = "") -> None:
+    def _record(self, started: float, *, ok: bool, kind: str = "", lookup: bool = False) -> None:
         if self.stats is not None:
-            self.stats.record(time.perf_counter() - started, ok, "" if ok else kind)
+            elapsed = time.perf_counter() - started
+            self.stats.record(elapsed, ok, "" if ok else kind, lookup=lookup)

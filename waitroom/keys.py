@@ -26,7 +26,9 @@ class RoomKeys:
     @property
     def state(self) -> str:
         """Hash: seq (last position issued), frontier, credit, last_ms, epoch,
-        admitted (total), active (count at the last tick)."""
+        admitted (total), active (count at the last tick), and the governor's
+        decisions (effective_rate, noshow_factor, governor_reason, governor_at,
+        governor_kind, search: the auto rate's search as one small JSON value)."""
         return f"{self._tag}:state"
 
     @property
@@ -75,7 +77,8 @@ class RoomKeys:
     @property
     def metrics(self) -> str:
         """Hash: room-wide counters since the room began, summed over every gateway
-        worker (fixed set of fields; EX renewed on write)."""
+        worker, and the governor's changes by kind (fixed set of fields; EX renewed
+        on write)."""
         return f"{self._tag}:metrics"
 
     def lookups(self, pass_id: str) -> str:

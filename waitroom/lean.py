@@ -346,6 +346,7 @@ class Lean:
                 body,
                 self._about(scope, decision, lang),
                 repeatable=decision.verdict is not None,
+                lookup=method != "HEAD" and self.door.lookups.matches(path),
             )
             first = await _first_piece(answer)
         except ClientGone:

@@ -22,6 +22,7 @@ from prometheus_client.core import (
 )
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
+from waitroom.queue import RoomState
 from waitroom.services import Services
 from waitroom.telemetry import BUCKETS_MS
 
@@ -63,6 +64,7 @@ class _RoomCollector:
             yield _gauge(
                 "waitroom_noshow_factor", "admission speed-up for no-shows", s.noshow_factor
             )
+            yield from self._governor(s)
             yield _gauge("waitroom_held", "1 while nobody is admitted (paused etc.)", s.held)
             yield _gauge(
                 "waitroom_admitted_per_second",
@@ -84,6 +86,37 @@ class _RoomCollector:
         # calls over batches is what coalescing saves.
         yield from self._labelled("redis_batches:", "waitroom_redis_batches", ("step",))
         yield from self._labelled("redis_batched:", "waitroom_redis_batched_calls", ("step",))
+
+    def _governor(self, s: RoomState) -> Iterator[Metric]:
+        """The rate's mode, the rate the governor set, what the auto rate found, and
+        the kind of each change (the words are on the admin page; labels stay few)."""
+        mode = GaugeMetricFamily(
+            "waitroom_rate_mode",
+            "1 for the rate's mode: fixed, or auto (searched)",
+            labels=["mode"],
+        )
+        mode.add_metric(["auto" if s.rate_auto else "fixed"], 1)
+        yield mode
+        yield _gauge(
+            "waitroom_effective_rate",
+            "admission rate the governor set (the admin's when it holds none), per second",
+            s.target_rate,
+        )
+        if s.search.capacity is not None:
+            yield _gauge(
+                "waitroom_discovered_capacity_per_second",
+                "lookups a second the auto rate found the backend answers when saturated",
+                s.search.capacity,
+            )
+        if s.governor_kind:
+            last = GaugeMetricFamily(
+                "waitroom_rate_last_change_timestamp_seconds",
+                "when the governor last changed the rate, labelled with the kind of change",
+                labels=["kind"],
+            )
+            last.add_metric([s.governor_kind], s.governor_at)
+            yield last
+        yield from self._labelled("rate_change:", "waitroom_rate_changes", ("kind",))
 
     def _backend(self) -> Iterator[Metric]:
         c = self.counters

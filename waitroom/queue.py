@@ -9,6 +9,7 @@ callers deal with one exception and the cause stays chained.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import secrets
@@ -34,6 +35,12 @@ CATCH_UP = Script("catch_up.lua")
 CONFIGURE = Script("configure.lua")
 SPEND = Script("spend.lua")
 GOVERN = Script("govern.lua")
+
+# Room-wide counters (the metrics hash) outlive any quiet spell of a result season.
+METRICS_TTL_S = 30 * 86400
+# With the auto rate on, admission runs at this until the governor's first
+# decision: a rate no backend worth the name fails at.
+AUTO_START_RATE = 5.0
 
 
 @dataclass(frozen=True)
@@ -70,6 +77,40 @@ class Tick:
 
 
 @dataclass(frozen=True)
+class Search:
+    """The auto rate's search for the backend's capacity (``waitroom/governor.py``),
+    kept in the room's state so that every gateway shows it and a new pacer lease
+    holder carries on from it."""
+
+    phase: str = ""  # "climb", "drain" or "hold"; "" while the rate is fixed
+    since: float = 0.0  # when the phase began, unix seconds
+    # Lookups a second it answered when saturated (None: not found yet).
+    capacity: float | None = None
+    per_admission: float | None = None  # lookups each admission brings
+    baseline_ms: float | None = None  # the backend's p95 while it was healthy
+    # While it drains after a knee: the most requests per second it answered since.
+    peak: float | None = None
+
+    def to_json(self) -> str:
+        return json.dumps(dataclasses.asdict(self), separators=(",", ":"))
+
+    @classmethod
+    def from_json(cls, text: str) -> Search:
+        try:
+            raw = json.loads(text)
+            return cls(
+                phase=str(raw.get("phase") or ""),
+                since=float(raw.get("since") or 0.0),
+                capacity=_number(raw.get("capacity")),
+                per_admission=_number(raw.get("per_admission")),
+                baseline_ms=_number(raw.get("baseline_ms")),
+                peak=_number(raw.get("peak")),
+            )
+        except (ValueError, TypeError, AttributeError):
+            return cls()  # a search that cannot be read starts again
+
+
+@dataclass(frozen=True)
 class RoomState:
     """What a worker needs to answer waiting students without asking Redis."""
 
@@ -99,15 +140,30 @@ class RoomState:
     noshow_factor: float = 1.0
     governor_reason: str = ""
     governor_at: float = 0.0
+    governor_kind: str = ""  # what kind of change the last one was (bounded names)
     shown: int = 0  # admitted students who came for their pass
     # The origin's paths that wait in line (waitroom/paths.py), as stored.
     protected_paths: str = EVERYTHING
+    # The auto rate: the governor searches for the backend's capacity, ``rate``
+    # being the most it may reach; no-shows need no factor then, since the search
+    # measures what the backend actually receives (advance.lua does the same).
+    rate_auto: bool = False
+    search: Search = Search()
+
+    @property
+    def target_rate(self) -> float:
+        """The governed rate, before no-shows are made up."""
+        if self.rate_auto:
+            governed = AUTO_START_RATE if self.effective_rate is None else self.effective_rate
+            return min(self.rate, governed)
+        return self.rate if self.effective_rate is None else min(self.rate, self.effective_rate)
 
     @property
     def admission_rate(self) -> float:
         """People per second the pacer admits now: the governed rate, no-shows made up."""
-        rate = self.rate if self.effective_rate is None else min(self.rate, self.effective_rate)
-        return rate * min(max(self.noshow_factor, 1.0), 2.0)
+        if self.rate_auto:
+            return self.target_rate
+        return self.target_rate * min(max(self.noshow_factor, 1.0), 2.0)
 
     @property
     def waiting(self) -> int:
@@ -225,6 +281,8 @@ class Queue:
                     self._active_ms,
                     self._key_ttl,
                     _clock(now_ms),
+                    "1" if s.rate_auto else "0",
+                    AUTO_START_RATE,
                 ],
             ),
         )
@@ -311,16 +369,29 @@ class Queue:
         return [bool(int(d)) for d in done]
 
     async def govern(
-        self, effective_rate: float | None, noshow_factor: float | None, reason: str, at: float
+        self,
+        effective_rate: float | None,
+        noshow_factor: float | None,
+        reason: str,
+        at: float,
+        *,
+        kind: str = "",
+        search: Search | None = None,
     ) -> None:
-        """Record the governor's rate (None: the admin's) and no-show factor."""
-        args = [
+        """Record the governor's rate (None: the admin's) and no-show factor, why, and
+        the kind of change (counted room-wide for /metrics); ``search`` replaces the
+        auto rate's search when given."""
+        k = self.keys
+        args: list[str | int] = [
             "" if effective_rate is None else repr(round(effective_rate, 4)),
             "" if noshow_factor is None else repr(round(noshow_factor, 4)),
             reason,
             repr(round(at, 3)),
+            "" if search is None else search.to_json(),
+            kind,
+            METRICS_TTL_S,
         ]
-        await self._call("govern", lambda: self._run(GOVERN, [self.keys.state], args))
+        await self._call("govern", lambda: self._run(GOVERN, [k.state, k.metrics], args))
 
     async def read(self) -> RoomState | None:
         """The room's state in one round trip; None when Redis holds none."""
@@ -363,9 +434,16 @@ class Queue:
             noshow_factor=float(s.get("noshow_factor") or 1.0),
             governor_reason=s.get("governor_reason", ""),
             governor_at=float(s.get("governor_at") or 0.0),
+            governor_kind=s.get("governor_kind", ""),
             shown=int(s.get("shown", 0)),
             protected_paths=c.get("protected_paths", self.settings.protected_paths),
+            rate_auto=c.get("rate_auto", "1" if self.settings.rate_auto else "0") == "1",
+            search=Search.from_json(s["search"]) if s.get("search") else Search(),
         )
+
+
+def _number(value: Any) -> float | None:
+    return None if value is None else float(value)
 
 
 def _clock(now_ms: int | None) -> str:

@@ -1,13 +1,14 @@
 """What the gateway sees of the line and the backend, shared through Redis.
 
-Each worker counts its forwarded requests per wall-clock second (latency bucket,
-errors) and adds them to one Redis hash per second every half second
-(``BackendStats``): one pipelined write per worker, however busy. Once a second the
-pacer's lease holder turns the room's state and the last few seconds of those
-counters into one sample (``Sampler``): the line, admissions and arrivals per
-second, and the backend's latency and error rate as the gateways saw them. The
-last 15 minutes of samples are kept in a capped list for the admin's live chart,
-and the newest is what admission control reacts to.
+Each worker counts its forwarded requests per wall-clock second (when sent, and
+when answered with their latency bucket and errors) and adds them to one Redis
+hash per second every half second (``BackendStats``): one pipelined write per
+worker, however busy. Once a second the pacer's lease holder turns the room's
+state and the last few seconds of those counters into one sample (``Sampler``):
+the line, admissions and arrivals per second, and the backend's load, latency and
+error rate as the gateways saw them. The last 15 minutes of samples are kept in a
+capped list for the admin's live chart, and the newest is what admission control
+reacts to.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from waitroom.keys import RoomKeys
-from waitroom.queue import RoomState, Tick
+from waitroom.queue import METRICS_TTL_S, RoomState, Tick
 from waitroom.store import Client, guard
 from waitroom.view import stop_requested
 
@@ -34,10 +35,12 @@ COUNTER_TTL_S = 120
 # Latency and errors are judged over this many complete seconds.
 WINDOW_S = 5
 SERIES_LEN = 15 * 60  # one sample a second: 15 minutes
+# Traffic this long without a lookup: an origin whose lookup paths match nothing, so
+# every request it is sent stands for its lookups (a window without one, as pages
+# come a second before lookups, is no such origin).
+LOOKUPS_ABSENT_S = 60
 SERIES_TTL_S = 3600
 FLUSH_INTERVAL_S = 0.5
-# Room-wide counters outlive any quiet spell of a result season.
-METRICS_TTL_S = 30 * 86400
 
 
 class BackendStats:
@@ -48,17 +51,40 @@ class BackendStats:
         self._pending: dict[int, dict[str, int]] = {}
         self._totals: dict[str, int] = {}
 
-    def record(self, seconds: float, ok: bool, kind: str = "") -> None:
-        counts = self._pending.setdefault(int(time.time()), {})
+    def record(
+        self,
+        seconds: float,
+        ok: bool,
+        kind: str = "",
+        now: float | None = None,
+        *,
+        lookup: bool = False,
+    ) -> None:
+        """One forwarded request answered (``lookup``: to a lookup path, the work a
+        result site is sized by); ``now`` replaces the clock, for simulations."""
+        counts = self._pending.setdefault(int(time.time() if now is None else now), {})
         counts["n"] = counts.get("n", 0) + 1
+        if lookup:
+            counts["ln"] = counts.get("ln", 0) + 1
         if not ok:
             counts["err"] = counts.get("err", 0) + 1
+            if lookup:
+                counts["lerr"] = counts.get("lerr", 0) + 1
             self.count(f"backend_error:{kind or 'unknown'}")
         bucket = _bucket(seconds * 1000)
         counts[f"b{bucket}"] = counts.get(f"b{bucket}", 0) + 1
+        if lookup:
+            counts[f"lb{bucket}"] = counts.get(f"lb{bucket}", 0) + 1
         self.count("backend_requests")
         self.count(f"backend_bucket:{bucket}")
         self.count("backend_us", int(seconds * 1_000_000))
+
+    def sent(self, now: float | None = None, *, lookup: bool = False) -> None:
+        """One request on its way to the backend: what it is sent, which a backend
+        past its capacity answers only later (``now``: for simulations)."""
+        counts = self._pending.setdefault(int(time.time() if now is None else now), {})
+        field = "lsent" if lookup else "sent"
+        counts[field] = counts.get(field, 0) + 1
 
     def count(self, name: str, n: int = 1) -> None:
         """Add to a room-wide counter (``name`` from a fixed set: keys stay bounded)."""
@@ -112,6 +138,22 @@ class Sample:
     shown_total: int = 0
     effective_rate: float | None = None
     noshow_factor: float = 1.0
+    # Lookups, the work a result site is sized by (its pages cost it little; every
+    # forwarded request when the window had no lookup, an origin whose lookup paths
+    # we do not know): answered well a second; answered well in the newest whole
+    # second (the window's newest may still wait for a flush), which while the
+    # backend is saturated says what it can do now, where the window's mean mixes in
+    # seconds from before; and sent a second, answered or not yet: its offered load.
+    lookups_per_s: float = 0.0
+    lookups_recent_per_s: float = 0.0
+    lookups_sent_per_s: float = 0.0
+    # The lookups' own p95 and error share: pages answered at once say nothing of
+    # the queue in front of the site's workers.
+    lookups_p95_ms: float | None = None
+    lookups_error_rate: float | None = None
+    # What the pacer admitted at: the governed rate, no-shows made up (the auto
+    # rate's start rate until its first decision).
+    admission_rate: float = 0.0
 
     def as_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -124,9 +166,15 @@ class Sampler:
         self.client = client
         self.keys = keys
         self.last: Sample | None = None
+        # Since when requests went to the backend without one lookup among them.
+        self._without_lookups_since: int | None = None
 
-    async def maybe_sample(self, tick: Tick, state: RoomState | None) -> Sample | None:
-        now = time.time()
+    async def maybe_sample(
+        self, tick: Tick, state: RoomState | None, now: float | None = None
+    ) -> Sample | None:
+        """This second's sample, or None within a second of the last; ``now``
+        replaces the clock, for simulations (the governor's tests)."""
+        now = time.time() if now is None else now
         last = self.last
         if last is not None and now - last.t < 1.0:
             return None
@@ -150,6 +198,7 @@ class Sampler:
                 **totals,
                 effective_rate=state.effective_rate if state else None,
                 noshow_factor=state.noshow_factor if state else 1.0,
+                admission_rate=round(state.admission_rate, 3) if state else 0.0,
             )
             async with self.client.pipeline(transaction=False) as pipe:
                 pipe.lpush(self.keys.series, json.dumps(sample.as_json()))
@@ -170,26 +219,56 @@ class Sampler:
             replies: list[Any] = await pipe.execute()
         admitted, shown = replies[0]
         totals = {"admitted_total": int(admitted or 0), "shown_total": int(shown or 0)}
-        return _window(replies[1:]), totals
+        seconds = replies[1:]
+        if any(b"lsent" in counts or b"ln" in counts for counts in seconds):
+            self._without_lookups_since = None
+        elif any(counts for counts in seconds) and self._without_lookups_since is None:
+            self._without_lookups_since = now_s
+        since = self._without_lookups_since
+        return _window(seconds, since is not None and now_s - since >= LOOKUPS_ABSENT_S), totals
 
 
-def _window(seconds: list[dict[bytes, bytes]]) -> dict[str, Any]:
-    """Latency percentiles, error share and throughput over the window's counters."""
+def _window(seconds: list[dict[bytes, bytes]], everything: bool = False) -> dict[str, Any]:
+    """Latency percentiles, error share and throughput over the window's counters
+    (one hash a second, oldest first); ``everything``: every request stands for
+    lookups (an origin whose lookup paths match nothing)."""
+    per_second = [
+        {(k.decode() if isinstance(k, bytes) else str(k)): int(v) for k, v in counts.items()}
+        for counts in seconds
+    ]
     total: dict[str, int] = {}
-    for counts in seconds:
-        for field, value in counts.items():
-            name = field.decode() if isinstance(field, bytes) else str(field)
-            total[name] = total.get(name, 0) + int(value)
+    for counts in per_second:
+        for name, value in counts.items():
+            total[name] = total.get(name, 0) + value
+    sent = total.get("sent", 0) + total.get("lsent", 0)
+    # Lookups' own fields, or every request's for an origin with no lookup to see.
+    n_, err_, sent_, b_ = ("n", "err", "", "b") if everything else ("ln", "lerr", "lsent", "lb")
+    # The newest second may still wait for a worker's flush; the one before is whole.
+    whole = per_second[-2] if len(per_second) >= 2 else {}
+    lookups: dict[str, Any] = {
+        "lookups_per_s": round((total.get(n_, 0) - total.get(err_, 0)) / WINDOW_S, 2),
+        "lookups_recent_per_s": float(whole.get(n_, 0) - whole.get(err_, 0)),
+        "lookups_sent_per_s": round((total.get(sent_, 0) if sent_ else sent) / WINDOW_S, 2),
+    }
+    if total.get(n_):
+        lookups["lookups_p95_ms"] = percentile(_histogram(total, b_), 0.95)
+        lookups["lookups_error_rate"] = round(total.get(err_, 0) / total[n_], 4)
     n = total.get("n", 0)
     if not n:
-        return {"backend_per_s": 0.0, "p50_ms": None, "p95_ms": None, "error_rate": None}
-    histogram = [total.get(f"b{i}", 0) for i in range(len(BUCKETS_MS) + 1)]
+        empty = {"backend_per_s": 0.0, "p50_ms": None, "p95_ms": None, "error_rate": None}
+        return {**empty, **lookups}
+    histogram = _histogram(total, "b")
     return {
         "backend_per_s": round(n / WINDOW_S, 2),
         "p50_ms": percentile(histogram, 0.50),
         "p95_ms": percentile(histogram, 0.95),
         "error_rate": round(total.get("err", 0) / n, 4),
+        **lookups,
     }
+
+
+def _histogram(total: dict[str, int], prefix: str) -> list[int]:
+    return [total.get(f"{prefix}{i}", 0) for i in range(len(BUCKETS_MS) + 1)]
 
 
 async def read_series(client: Client, keys: RoomKeys, count: int) -> list[dict[str, Any]]:

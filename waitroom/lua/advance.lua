@@ -5,7 +5,7 @@
 -- KEYS[1]  state hash   (seq, frontier, credit, last_ms, epoch, admitted, active,
 --                        effective_rate, noshow_factor)
 -- KEYS[2]  active zset  (one member per recent admission, score = expiry ms)
--- KEYS[3]  config hash  (rate, max_active, paused, mode, release_at)
+-- KEYS[3]  config hash  (rate, max_active, paused, mode, release_at, rate_auto)
 -- KEYS[4]  lease string (id of the worker that paces this room)
 -- ARGV[1]  this worker's id
 -- ARGV[2]  lease length, ms
@@ -14,6 +14,8 @@
 -- ARGV[5]  active window, ms
 -- ARGV[6]  TTL of the state and active keys, seconds
 -- ARGV[7]  now, ms (optional: a simulated clock; empty means Redis TIME)
+-- ARGV[8]  rate_auto default, '1' or '0' (when the config hash has none)
+-- ARGV[9]  auto rate's start, people per second (until the governor's first decision)
 --
 -- Returns {1, frontier, seq, advanced, active} for the lease holder,
 -- {0} when another worker holds the lease, {-1} when the room has no state.
@@ -46,15 +48,20 @@ local credit = tonumber(st[3]) or 0
 -- A new holder (after a takeover) starts from the stored tick, so no admissions
 -- are lost or doubled; a long gap is capped below by the burst limit.
 local last_ms = tonumber(st[4]) or now
-local cfg = redis.call('HMGET', KEYS[3], 'rate', 'max_active', 'paused', 'mode', 'release_at')
+local cfg = redis.call('HMGET', KEYS[3], 'rate', 'max_active', 'paused', 'mode', 'release_at',
+  'rate_auto')
 -- The admin's rate is a ceiling: the governor (waitroom/governor.py) may hold the
 -- rate below it while the backend struggles, and admit a little faster to make
--- up for admitted students who never come (at most twice the rate).
+-- up for admitted students who never come (at most twice the rate). With the auto
+-- rate the governor searches below it for the backend's capacity, starting low;
+-- the search measures what the backend receives, no-shows included, so no factor.
 local rate = tonumber(cfg[1]) or tonumber(ARGV[3])
+local auto = (cfg[6] or ARGV[8]) == '1'
 local effective = tonumber(st[5])
+if auto and not effective then effective = tonumber(ARGV[9]) end
 if effective and effective < rate then rate = effective end
 local noshow = tonumber(st[6])
-if noshow and noshow > 1 then rate = rate * math.min(noshow, 2) end
+if noshow and noshow > 1 and not auto then rate = rate * math.min(noshow, 2) end
 local max_active = tonumber(cfg[2]) or tonumber(ARGV[4])
 local mode = cfg[4] or 'queue'
 local release_at = tonumber(cfg[5])
