@@ -13,6 +13,7 @@ Scenarios (``python -m stress SCENARIO --help`` for each one's options):
   gateway   the gateway benchmark (python -m stress.gateway_bench)
   lookup    the lookup backend benchmark (python -m stress.lookup_bench)
   soak      steady arrivals for a long time (python -m stress.soak)
+  ha        what Sentinel and Cluster cost: WAIT, failover time, memory per student
 
 Reports go to stress/reports/<scenario>-<date>/ (Markdown, JSON, PNG plots).
 """
@@ -34,6 +35,7 @@ BENCHES = {
     "gateway": "stress.gateway_bench",
     "lookup": "stress.lookup_bench",
     "soak": "stress.soak",
+    "ha": "stress.ha_bench",
 }
 
 

@@ -20,11 +20,10 @@ from collections.abc import Coroutine
 from dataclasses import dataclass, field
 from typing import Any
 
-import redis.asyncio as aioredis
-
 from stress.record import Recorder, Student
 from stress.student import Behaviour, Journey, Target
 from waitroom.keys import RoomKeys
+from waitroom.store import connect
 
 LINE_SAMPLE_S = 0.05
 SATURATED = 0.9  # share of one core above which the loader is the bottleneck
@@ -99,7 +98,7 @@ def _cpu_s() -> float:
 
 async def _watch_line(target: Target, rec: Recorder, stop: asyncio.Event) -> None:
     assert target.redis_url is not None
-    client = aioredis.Redis.from_url(target.redis_url)
+    client = connect(target.redis_url)
     state = RoomKeys(target.room).state
     fields = ("seq", "frontier", "admitted", "effective_rate", "noshow_factor")
     rate = target.rate or 0.0

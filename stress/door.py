@@ -36,8 +36,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-import redis
-
 from stress import report
 from stress.gateway_bench import (
     HOST,
@@ -58,6 +56,7 @@ from stress.stack import pinning_possible, sample_db
 from waitroom.config import Settings
 from waitroom.embedded_redis import EmbeddedRedis
 from waitroom.keys import RoomKeys
+from waitroom.store import SyncClient, connect_sync
 from waitroom.tickets import PASS_COOKIE, TICKET_COOKIE, TicketSigner
 
 ROOM = "results"
@@ -126,7 +125,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _bench(
-    args: argparse.Namespace, server: str, procs: Processes, store: redis.Redis, redis_url: str
+    args: argparse.Namespace, server: str, procs: Processes, store: SyncClient, redis_url: str
 ) -> dict[str, list[dict[str, Any]]]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("WAITROOM_")}
     secret = secrets.token_urlsafe(32)
@@ -250,7 +249,7 @@ def main(scenario: str, argv: list[str]) -> int:
         store_server = EmbeddedRedis().start()
         os.sched_setaffinity(0, {LOADER_CORE})
         try:
-            store = redis.Redis.from_url(store_server.url)
+            store = connect_sync(store_server.url)
             for server in servers:
                 if server == "granian" and not _importable("granian"):
                     report.say("granian is not installed (pip install 'waitroom[granian]')")

@@ -50,8 +50,6 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-import redis
-
 from lookup import sample
 from lookup.admission import HEADER, AdmissionSigner
 from stress.loadgen import LoadResult, Request, RequestFactory, http_request, run_in_process
@@ -59,6 +57,7 @@ from stress.plain_app import BODY as PLAIN_BODY
 from waitroom.embedded_redis import EmbeddedRedis
 from waitroom.keys import RoomKeys
 from waitroom.processes import stop_group
+from waitroom.store import SyncClient, connect_sync
 from waitroom.tickets import PASS_COOKIE, TICKET_COOKIE
 
 ROOT = Path(__file__).resolve().parent
@@ -491,7 +490,7 @@ def _bench_server(
     args: argparse.Namespace,
     server: str,
     procs: Processes,
-    store: redis.Redis,
+    store: SyncClient,
     redis_url: str,
     db: Path,
     lookups: list[Lookup],
@@ -873,7 +872,7 @@ def main(argv: list[str] | None = None) -> int:
         EmbeddedRedis() as redis_server,
     ):
         procs = Processes(Path(tmp))
-        store = redis.Redis.from_url(redis_server.url)
+        store = connect_sync(redis_server.url)
         try:
             for server in servers:
                 print(f"{server}:", flush=True)

@@ -11,6 +11,11 @@ measures it). The governor (``waitroom.governor``) is not simulated: it follows
 the backend's health, and there is no backend here. Reported: fairness (arrival
 order against admission order), the estimate's error, Redis memory per waiting and
 per admitted student, and how closely the pacer keeps the configured rate.
+
+``--redis sentinel`` and ``--redis cluster`` run the same on a primary with a
+replica watched by three sentinels, or on a three-primary cluster with replicas
+(``waitroom.embedded_ha``), reached through ``waitroom.store`` as the gateway
+reaches them.
 """
 
 from __future__ import annotations
@@ -28,21 +33,20 @@ from dataclasses import dataclass, field
 from importlib import resources
 from typing import Any
 
-import redis
-
 from stress import arrivals, plots, report
 from stress.analysis import percentiles
 from waitroom.config import Settings
-from waitroom.embedded_redis import EmbeddedRedis
+from waitroom.embedded_ha import started
 from waitroom.keys import RoomKeys
-from waitroom.queue import Queue, RoomState, connect
+from waitroom.queue import Queue, RoomState
+from waitroom.store import SyncClient, connect, connect_sync, is_cluster
 from waitroom.view import RATE_MIN_SPAN_S, RATE_WINDOW_S, RoomView
 
 BATCH = 1000
 T0_MS = 1_800_000_000_000  # any fixed epoch: the scripts only compare times
 
 
-def _script(client: redis.Redis, name: str) -> Any:
+def _script(client: SyncClient, name: str) -> Any:
     source = resources.files("waitroom").joinpath("lua", name).read_text(encoding="utf-8")
     return client.register_script(source)
 
@@ -55,7 +59,7 @@ class SimQueue:
     tests check this against ``Queue`` itself).
     """
 
-    def __init__(self, client: redis.Redis, settings: Settings) -> None:
+    def __init__(self, client: SyncClient, settings: Settings) -> None:
         self.client = client
         self.settings = settings
         self.keys = RoomKeys(settings.room)
@@ -107,7 +111,15 @@ class SimQueue:
             self._spend(keys=[self.keys.state, *spent], args=[ttl])
 
     def used_memory(self) -> int:
-        return int(self.client.info("memory")["used_memory"])
+        """``used_memory`` of the server that holds the room (on a cluster, its node)."""
+        if is_cluster(self.client):
+            node = self.client.get_node_from_key(self.keys.state)  # type: ignore[union-attr]
+            info: dict[str, Any] = self.client.info("memory", target_nodes=node)
+            if "used_memory" not in info:  # keyed by node
+                info = next(iter(info.values()))
+        else:
+            info = self.client.info("memory")
+        return int(info["used_memory"])
 
     def line_bytes(self) -> tuple[int, int, int]:
         """(bytes of the state, config and lease keys, of the active set, its members).
@@ -162,7 +174,7 @@ class Simulation:
 
 def run(sim: Simulation, redis_url: str) -> None:
     s = sim.settings
-    client = redis.Redis.from_url(redis_url)
+    client = connect_sync(redis_url)
     q = SimQueue(client, s)
     # Only the view's estimate is used; its client never connects.
     view = RoomView(Queue(connect(redis_url), s), s)
@@ -360,6 +372,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--until", type=float, default=3600.0, help="last arrival, s")
     parser.add_argument("--quiet", action="store_true")
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument(
+        "--redis",
+        choices=("plain", "sentinel", "cluster"),
+        default="plain",
+        help="one server (default), a primary and replica behind three sentinels, or a "
+        "three-primary cluster with replicas",
+    )
     return parser
 
 
@@ -385,9 +404,10 @@ def main(scenario: str, argv: list[str]) -> int:
         seed=args.seed,
     )
     sim = Simulation(settings_for(args.rate), times, progress=not args.quiet)
-    with EmbeddedRedis() as server:
-        run(sim, server.url)
+    with started(args.redis) as (url, _):
+        run(sim, url)
     summary = summarise(sim)
+    summary["redis"] = args.redis
     waits = summary.pop("waits_for_plot")
     markdown = markdown_of(summary)
     report.say(markdown)
@@ -407,6 +427,7 @@ def main(scenario: str, argv: list[str]) -> int:
 def markdown_of(s: dict[str, Any]) -> str:
     m, e, p, w = s["memory"], s["eta"], s["pacer"], s["wait_s"]
     rows = [
+        ["Redis", s.get("redis", "plain")],
         ["students", s["students"]],
         ["configured rate, admissions/s", s["rate"]],
         ["simulated time, s", s["simulated_s"]],

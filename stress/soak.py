@@ -34,12 +34,12 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
-import redis
 
 from lookup import sample
 from stress.stack import free_port, sample_db
 from waitroom.embedded_redis import EmbeddedRedis
 from waitroom.processes import die_with_parent, stop_group
+from waitroom.store import connect_sync
 
 ROOT = Path(__file__).resolve().parent
 REPORTS = ROOT / "reports"
@@ -179,7 +179,7 @@ async def soak(args: argparse.Namespace) -> dict[str, Any]:
         try:
             _wait(f"http://127.0.0.1:{backend_port}/healthz")
             _wait(f"http://127.0.0.1:{port}/readyz")
-            info = redis.Redis.from_url(store.url)
+            info = connect_sync(store.url)
             base = f"http://127.0.0.1:{port}"
             connector = aiohttp.TCPConnector(limit=0)
             async with aiohttp.ClientSession(connector=connector) as http:

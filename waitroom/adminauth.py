@@ -25,15 +25,13 @@ import secrets
 import time
 from collections.abc import Awaitable
 from dataclasses import dataclass
-from importlib import resources
 from typing import Any, TypeVar
 
-import redis.asyncio as aioredis
 from itsdangerous import BadData, URLSafeTimedSerializer
 
-from waitroom.errors import StoreUnavailable
 from waitroom.keys import RoomKeys
 from waitroom.passwords import verify_password
+from waitroom.store import Client, Script, guard
 
 T = TypeVar("T")
 
@@ -46,6 +44,7 @@ FAILURE_WINDOW_S = 15 * 60
 MAX_FAILURES = 5
 SLOW_AFTER = 50
 SLOW_DOWN_S = 1.0
+LOGIN = Script("login.lua")
 
 
 def same(a: str | None, b: str | None) -> bool:
@@ -91,7 +90,7 @@ class Session:
 class AdminAuth:
     def __init__(
         self,
-        client: aioredis.Redis,
+        client: Client,
         keys: RoomKeys,
         secret_keys: tuple[str, ...],
         session_ttl_s: int,
@@ -102,8 +101,6 @@ class AdminAuth:
         signing = list(reversed(secret_keys))  # itsdangerous signs with the last
         self._sessions = URLSafeTimedSerializer(signing, salt="waitroom.admin.session")
         self._login = URLSafeTimedSerializer(signing, salt="waitroom.admin.login")
-        source = resources.files("waitroom").joinpath("lua", "login.lua").read_text("utf-8")
-        self._login_script = client.register_script(source)
 
     # -- sessions -----------------------------------------------------------------
 
@@ -160,7 +157,7 @@ class AdminAuth:
         """Count a login attempt from ``address`` before its password is checked."""
         keys = [self.keys.login_failures(address), self.keys.login_failures("*")]
         reply: list[Any] = await self._redis(
-            "count login", self._login_script(keys=keys, args=[FAILURE_WINDOW_S, MAX_FAILURES])
+            "count login", LOGIN(self.client, keys, [FAILURE_WINDOW_S, MAX_FAILURES])
         )
         allowed, retry_after_s, count = (int(x) for x in reply)
         return Attempt(bool(allowed), retry_after_s, count)
@@ -173,10 +170,7 @@ class AdminAuth:
         await self._redis("clear failures", self.client.delete(self.keys.login_failures(address)))
 
     async def _redis(self, operation: str, awaitable: Awaitable[T]) -> T:
-        try:
-            return await awaitable
-        except Exception as exc:
-            raise StoreUnavailable(operation, f"{type(exc).__name__}: {exc}") from exc
+        return await guard(self.client, operation, awaitable)
 
 
 async def verify_password_async(password: str, encoded: str) -> bool:

@@ -11,6 +11,7 @@ from typing import Any
 
 from waitroom.config import ENV_PREFIX, FILE_SUFFIX, Settings, parse_rate
 from waitroom.errors import WaitroomError
+from waitroom.store import topology_of
 
 # Flags of `waitroom serve`: each maps to the Settings field of the same name.
 _SERVE_FLAGS: tuple[tuple[str, type, str], ...] = (
@@ -19,7 +20,12 @@ _SERVE_FLAGS: tuple[tuple[str, type, str], ...] = (
     ("--workers", int, "worker processes"),
     ("--backlog", int, "listen backlog (default 2048: a result-day spike needs thousands)"),
     ("--server", str, "hypercorn (default) or granian"),
-    ("--redis-url", str, "Redis URL (redis://, rediss:// or unix://)"),
+    (
+        "--redis-url",
+        str,
+        "Redis URL: redis://, rediss://, unix://, redis+sentinel://h:p,h:p/<primary>/<db> "
+        "or redis+cluster://h:p,h:p",
+    ),
     ("--backend-url", str, "lookup backend base URL"),
     ("--room", str, "room name"),
     (
@@ -125,7 +131,7 @@ def _serve(args: argparse.Namespace) -> int:
     print(
         f"waitroom: gateway on http://{settings.host}:{settings.port} "
         f"({settings.server}, {settings.workers} worker(s), room {settings.room!r}, "
-        f"{_rate_text(settings)})",
+        f"{_rate_text(settings)}, redis {topology_of(settings)})",
         file=sys.stderr,
     )
     return server.run(

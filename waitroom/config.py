@@ -21,6 +21,7 @@ from typing import Any
 from waitroom.errors import ConfigError
 from waitroom.passwords import check_hash_format
 from waitroom.paths import EVERYTHING, RESULT_ROUTES, parse_rule
+from waitroom.store import topology_of
 
 ENV_PREFIX = "WAITROOM_"
 MODES = ("production", "demo", "test")
@@ -188,6 +189,16 @@ class Settings:
         default=(), repr=False, metadata={"parse": parse_keys, "secret": True}
     )
     redis_url: str = "redis://127.0.0.1:6379/0"
+    # Redis with Sentinel or Cluster (waitroom/store.py): the sentinels (host:port,
+    # comma-separated) and the name of the primary they watch; or the nodes of
+    # redis_url as a cluster's seeds. Replicas that must hold a join, a ticket's
+    # trade or an admin's change before it is answered (WAIT; -1: 1 with Sentinel
+    # or Cluster, 0 otherwise), and how long to wait for them.
+    redis_sentinels: str = ""
+    redis_sentinel_master: str = ""
+    redis_cluster: bool = False
+    redis_wait_replicas: int = -1
+    redis_wait_timeout_ms: int = 500
     backend_url: str = "http://127.0.0.1:8081"
     room: str = "results"
     # Admission: people per second, concurrency cap, pass lifetime. The rate is
@@ -400,12 +411,7 @@ def _check(s: Settings) -> None:
         "must be at least 128; a spike needs thousands (default 2048)",
     )
     need(s.server in ("hypercorn", "granian"), "server", s.server, "must be hypercorn or granian")
-    need(
-        s.redis_url.startswith(("redis://", "rediss://", "unix://")),
-        "redis_url",
-        s.redis_url,
-        "must start with redis://, rediss:// or unix://",
-    )
+    topology_of(s)  # a ConfigError naming the Redis setting that cannot be used
     need(
         s.backend_url.startswith("http://"),
         "backend_url",

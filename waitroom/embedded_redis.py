@@ -24,6 +24,7 @@ import socket
 import subprocess
 import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from types import TracebackType
 
@@ -73,12 +74,16 @@ class EmbeddedRedis:
         workdir: Path | None = None,
         binary: Path | None = None,
         maxmemory: str = "256mb",
+        args: Sequence[str] = (),
     ) -> None:
         self._own_workdir = workdir is None
         self.workdir = Path(workdir or tempfile.mkdtemp(prefix="waitroom-redis-"))
         self.port = port
         self.binary = binary or find_server_binary()
         self.maxmemory = maxmemory
+        # More settings, as --name value pairs: a replica's primary, cluster mode
+        # (waitroom/embedded_ha.py).
+        self.args = tuple(args)
         self.process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -124,7 +129,7 @@ class EmbeddedRedis:
             ]
         else:
             args += ["--port", str(self.port), "--bind", "127.0.0.1"]
-        return args
+        return args + list(self.args)
 
     def start(self, timeout: float = 10.0) -> EmbeddedRedis:
         if self.process is not None and self.process.poll() is None:

@@ -32,22 +32,19 @@ import logging
 import socket
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from importlib import resources
 from typing import Any
-
-import redis.asyncio as aioredis
-import redis.exceptions
 
 from waitroom.coalesce import Coalescer
 from waitroom.config import Settings
 from waitroom.errors import StoreUnavailable
 from waitroom.keys import RoomKeys
+from waitroom.store import Client, Script, guard
 from waitroom.tickets import CLOCK_SKEW_S
 from waitroom.view import RoomView
 
 log = logging.getLogger(__name__)
 
-_ERRORS = (redis.exceptions.RedisError, OSError)
+COUNT = Script("count.lua")
 _XFF = b"x-forwarded-for"
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
@@ -73,7 +70,7 @@ class LookupVerdict:
 class Limits:
     def __init__(
         self,
-        client: aioredis.Redis,
+        client: Client,
         settings: Settings,
         view: RoomView,
         on_batch: Callable[[int], None] | None = None,
@@ -81,8 +78,7 @@ class Limits:
         self.settings = settings
         self.keys = RoomKeys(settings.room)
         self.view = view
-        source = resources.files("waitroom").joinpath("lua", "count.lua").read_text("utf-8")
-        self._count = client.register_script(source)
+        self.client = client
         # Lookups of many passes, and give-backs, in one round trip (waitroom.coalesce).
         self.counts: Coalescer[tuple[str, int], tuple[int, int]] = Coalescer(
             self._count_many, on_batch=on_batch
@@ -93,10 +89,7 @@ class Limits:
     async def _count_many(self, uses: Sequence[tuple[str, int]]) -> list[tuple[int, int]]:
         keys = [key for key, _ in uses]
         args = [self._pass_window_ms(), *(change for _, change in uses)]
-        try:
-            reply: list[Any] = await self._count(keys=keys, args=args)
-        except _ERRORS as exc:
-            raise StoreUnavailable("count", f"{type(exc).__name__}: {exc}") from exc
+        reply: list[Any] = await guard(self.client, "count", COUNT(self.client, keys, args))
         return [(int(reply[i]), int(reply[i + 1])) for i in range(0, len(reply), 2)]
 
     # -- lookups per pass ----------------------------------------------------------

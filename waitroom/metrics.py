@@ -74,6 +74,11 @@ class _RoomCollector:
             yield _counter("waitroom_admitted", "admissions since the line began", s.admitted)
             yield _counter("waitroom_shown", "admitted students who came for a pass", s.shown)
         yield from self._backend()
+        yield _counter(
+            "waitroom_redis_unreplicated_writes",
+            "joins, trades and admin changes answered with no replica online to copy them",
+            self.counters.get("redis_unreplicated", 0),
+        )
         yield from self._labelled("rejected:", "waitroom_cookies_rejected", ("cookie", "reason"))
         yield from self._labelled("store_error:", "waitroom_store_errors", ("operation",))
         yield from self._labelled("limited:", "waitroom_limited", ("limit",))

@@ -1,9 +1,10 @@
 """The room's line in Redis: join, pace (advance the frontier), read the state.
 
-Each atomic step is one Lua script from ``waitroom/lua/``, registered once per
-client with ``register_script`` (redis-py sends EVALSHA and falls back to EVAL after
-a server restart). redis-py transport errors become ``StoreUnavailable`` so callers
-deal with one exception and the cause stays chained.
+Each atomic step is one Lua script from ``waitroom/lua/`` (``waitroom.store.Script``:
+EVALSHA, and EVAL after a server restart or a failover). Joins, ticket trades and
+admin changes are answered only once the replicas asked for hold them
+(``waitroom.store.Replicas``). redis-py errors become ``StoreUnavailable`` so
+callers deal with one exception and the cause stays chained.
 """
 
 from __future__ import annotations
@@ -14,52 +15,32 @@ import math
 import secrets
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from importlib import resources
 from typing import Any, TypeVar
-
-import redis.asyncio as aioredis
-import redis.exceptions
 
 from waitroom import release
 from waitroom.config import Settings
-from waitroom.errors import StoreUnavailable
 from waitroom.i18n import LANGUAGES
 from waitroom.keys import RoomKeys
 from waitroom.paths import EVERYTHING
+from waitroom.store import Client, Replicas, Script, connect, guard, topology_of
+
+__all__ = ["Client", "Queue", "RoomState", "connect"]
 
 T = TypeVar("T")
 
-# Every Redis error counts as "unavailable", not only a dropped connection: BUSY,
-# MISCONF, MASTERDOWN, TRYAGAIN, OOM and READONLY all arrive as error replies, and
-# the line must survive them as it survives an outage.
-_TRANSPORT_ERRORS = (redis.exceptions.RedisError, OSError)
+JOIN = Script("join.lua")
+ADVANCE = Script("advance.lua")
+INIT = Script("init.lua")
+CATCH_UP = Script("catch_up.lua")
+CONFIGURE = Script("configure.lua")
+SPEND = Script("spend.lua")
+GOVERN = Script("govern.lua")
 
 # Room-wide counters (the metrics hash) outlive any quiet spell of a result season.
 METRICS_TTL_S = 30 * 86400
 # With the auto rate on, admission runs at this until the governor's first
 # decision: a rate no backend worth the name fails at.
 AUTO_START_RATE = 5.0
-
-
-def connect(url: str, *, max_connections: int = 64) -> aioredis.Redis:
-    """A client whose pool waits for a free connection rather than failing.
-
-    A spike sends thousands of joins at once; a bounded pool queues them in the
-    worker instead of opening thousands of connections to Redis.
-    """
-    pool = aioredis.BlockingConnectionPool.from_url(
-        url,
-        max_connections=max_connections,
-        timeout=2.0,
-        socket_timeout=1.0,
-        socket_connect_timeout=1.0,
-        health_check_interval=10,
-    )
-    return aioredis.Redis.from_pool(pool)  # the client owns (and closes) its pool
-
-
-def _script_source(name: str) -> str:
-    return resources.files("waitroom").joinpath("lua", name).read_text(encoding="utf-8")
 
 
 @dataclass(frozen=True)
@@ -207,24 +188,27 @@ def new_epoch() -> str:
 
 
 class Queue:
-    def __init__(self, client: aioredis.Redis, settings: Settings) -> None:
+    def __init__(self, client: Client, settings: Settings) -> None:
         self.client = client
         self.settings = settings
         self.keys = RoomKeys(settings.room)
         self._key_ttl = str(2 * settings.ticket_ttl_s)
         self._active_ms = str(settings.active_window_s * 1000)
-        self._join = client.register_script(_script_source("join.lua"))
-        self._advance = client.register_script(_script_source("advance.lua"))
-        self._init = client.register_script(_script_source("init.lua"))
-        self._configure = client.register_script(_script_source("configure.lua"))
-        self._spend = client.register_script(_script_source("spend.lua"))
-        self._govern = client.register_script(_script_source("govern.lua"))
+        top = topology_of(settings)
+        # The writes a failover must not lose: a join (its places), a trade (its
+        # marker), an admin's change. None when no replica is asked for.
+        self.replicas = (
+            Replicas(top.wait_replicas, top.wait_timeout_ms) if top.wait_replicas else None
+        )
 
     async def _call(self, operation: str, fn: Callable[[], Awaitable[T]]) -> T:
-        try:
-            return await fn()
-        except _TRANSPORT_ERRORS as exc:
-            raise StoreUnavailable(operation, f"{type(exc).__name__}: {exc}") from exc
+        return await guard(self.client, operation, fn())
+
+    async def _run(
+        self, script: Script, keys: Sequence[str], args: Sequence[Any], *, durable: bool = False
+    ) -> Any:
+        replicas = self.replicas if durable else None
+        return await script(self.client, keys, args, replicas=replicas)
 
     async def join(self, now_ms: int | None = None) -> Joined | None:
         """A new place in line, or None when the room has no state (call ``init``).
@@ -265,7 +249,9 @@ class Queue:
             s.join_window_s * 1000,
             s.prequeue_join_limit,
         ]
-        reply: list[Any] = await self._call("join", lambda: self._join(keys=keys, args=args))
+        reply: list[Any] = await self._call(
+            "join", lambda: self._run(JOIN, keys, args, durable=True)
+        )
         if len(reply) == 1:
             return None
         frontier, epoch = int(reply[0]), _text(reply[1])
@@ -284,9 +270,10 @@ class Queue:
         s = self.settings
         reply: list[Any] = await self._call(
             "pacer tick",
-            lambda: self._advance(
-                keys=[k.state, k.active, k.config, k.lease],
-                args=[
+            lambda: self._run(
+                ADVANCE,
+                [k.state, k.active, k.config, k.lease],
+                [
                     worker_id,
                     int(s.pacer_lease_s * 1000),
                     s.rate,
@@ -326,9 +313,25 @@ class Queue:
         for field, value in config:
             args += [field, value]
         created = await self._call(
-            "init", lambda: self._init(keys=[self.keys.state, self.keys.config], args=args)
+            "init", lambda: self._run(INIT, [self.keys.state, self.keys.config], args, durable=True)
         )
         return bool(created)
+
+    async def catch_up(
+        self, epoch: str, seq: int, frontier: int, released_n: int | None
+    ) -> tuple[int, int]:
+        """Move a line that went back (a replica promoted before it had the last
+        writes) up to what a worker saw of it: (places skipped, admissions restored)."""
+        reply: list[Any] = await self._call(
+            "catch up",
+            lambda: self._run(
+                CATCH_UP,
+                [self.keys.state],
+                [epoch, seq, frontier, "" if released_n is None else released_n],
+                durable=True,
+            ),
+        )
+        return int(reply[0]), int(reply[1])
 
     async def configure(
         self, changes: dict[str, str], meta: dict[str, Any], audit_len: int
@@ -340,7 +343,7 @@ class Queue:
             args += [field, value]
         reply: list[Any] = await self._call(
             "configure",
-            lambda: self._configure(keys=[k.config, k.audit, k.state], args=args),
+            lambda: self._run(CONFIGURE, [k.config, k.audit, k.state], args, durable=True),
         )
         if int(reply[0]) == 1:
             return Configured(True, changed=int(reply[1]))
@@ -361,7 +364,7 @@ class Queue:
         keys = [self.keys.state, *(self.keys.spent(t) for t in ticket_ids)]
         ttl = self.settings.ticket_ttl_s
         done: list[Any] = await self._call(
-            "spend tickets", lambda: self._spend(keys=keys, args=[ttl])
+            "spend tickets", lambda: self._run(SPEND, keys, [ttl], durable=True)
         )
         return [bool(int(d)) for d in done]
 
@@ -388,7 +391,7 @@ class Queue:
             kind,
             METRICS_TTL_S,
         ]
-        await self._call("govern", lambda: self._govern(keys=[k.state, k.metrics], args=args))
+        await self._call("govern", lambda: self._run(GOVERN, [k.state, k.metrics], args))
 
     async def read(self) -> RoomState | None:
         """The room's state in one round trip; None when Redis holds none."""

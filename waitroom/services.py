@@ -4,8 +4,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import redis.asyncio as aioredis
-
 from waitroom.adminauth import AdminAuth
 from waitroom.assets import Assets
 from waitroom.config import Settings
@@ -16,7 +14,8 @@ from waitroom.limits import Limits
 from waitroom.pacer import Pacer
 from waitroom.pages import Pages
 from waitroom.paths import parse_rule
-from waitroom.queue import Queue, connect
+from waitroom.queue import Queue
+from waitroom.store import Client, connect, topology_of
 from waitroom.telemetry import BackendStats, Sampler, batch_counter
 from waitroom.tickets import TicketSigner
 from waitroom.view import RoomView
@@ -25,7 +24,7 @@ from waitroom.view import RoomView
 @dataclass
 class Services:
     settings: Settings
-    redis: aioredis.Redis
+    redis: Client
     queue: Queue
     view: RoomView
     pacer: Pacer
@@ -40,13 +39,15 @@ class Services:
 
     @classmethod
     def build(cls, settings: Settings) -> Services:
-        client = connect(settings.redis_url)
+        client = connect(topology_of(settings))
         queue = Queue(client, settings)
         view = RoomView(queue, settings)
         stats = BackendStats()
         assets = Assets(settings.static_dir or None)
         signer = TicketSigner(settings, pass_ttl=view.pass_ttl_s)
         limits = Limits(client, settings, view, on_batch=batch_counter(stats, "count"))
+        if queue.replicas is not None:
+            queue.replicas.on_unreplicated = lambda: stats.count("redis_unreplicated")
         return cls(
             settings=settings,
             redis=client,

@@ -21,11 +21,9 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any
 
-import redis.asyncio as aioredis
-
-from waitroom.errors import StoreUnavailable
 from waitroom.keys import RoomKeys
 from waitroom.queue import METRICS_TTL_S, RoomState, Tick
+from waitroom.store import Client, guard
 from waitroom.view import stop_requested
 
 log = logging.getLogger(__name__)
@@ -92,7 +90,7 @@ class BackendStats:
         """Add to a room-wide counter (``name`` from a fixed set: keys stay bounded)."""
         self._totals[name] = self._totals.get(name, 0) + n
 
-    async def flush(self, client: aioredis.Redis, keys: RoomKeys) -> None:
+    async def flush(self, client: Client, keys: RoomKeys) -> None:
         if not self._pending and not self._totals:
             return
         pending, self._pending = self._pending, {}
@@ -113,7 +111,7 @@ class BackendStats:
             # Counts lost in an outage only blur the chart; never hold them forever.
             log.debug("waitroom: backend counters not flushed: %s", exc)
 
-    async def run(self, client: aioredis.Redis, keys: RoomKeys) -> None:
+    async def run(self, client: Client, keys: RoomKeys) -> None:
         while True:
             await asyncio.sleep(FLUSH_INTERVAL_S)
             await self.flush(client, keys)
@@ -164,7 +162,7 @@ class Sample:
 class Sampler:
     """Run by the pacer's lease holder: one sample of the room a second."""
 
-    def __init__(self, client: aioredis.Redis, keys: RoomKeys) -> None:
+    def __init__(self, client: Client, keys: RoomKeys) -> None:
         self.client = client
         self.keys = keys
         self.last: Sample | None = None
@@ -273,12 +271,9 @@ def _histogram(total: dict[str, int], prefix: str) -> list[int]:
     return [total.get(f"{prefix}{i}", 0) for i in range(len(BUCKETS_MS) + 1)]
 
 
-async def read_series(client: aioredis.Redis, keys: RoomKeys, count: int) -> list[dict[str, Any]]:
+async def read_series(client: Client, keys: RoomKeys, count: int) -> list[dict[str, Any]]:
     """The newest ``count`` samples, oldest first."""
-    try:
-        raw = await client.lrange(keys.series, 0, count - 1)
-    except Exception as exc:
-        raise StoreUnavailable("read series", str(exc)) from exc
+    raw = await guard(client, "read series", client.lrange(keys.series, 0, count - 1))
     return [json.loads(item) for item in reversed(raw)]
 
 

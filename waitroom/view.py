@@ -12,7 +12,6 @@ lean ASGI layer answers it by copying bytes.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hashlib
 import json
 import logging
@@ -25,6 +24,7 @@ from waitroom import release
 from waitroom.config import Settings
 from waitroom.errors import StoreUnavailable
 from waitroom.queue import Queue, RoomState
+from waitroom.store import drop_idle_connections
 
 log = logging.getLogger(__name__)
 
@@ -102,6 +102,9 @@ class RoomView:
             if state is None:
                 await self.restore()
                 state = await self.queue.read()
+            elif self._behind(state):
+                await self.catch_up(state)
+                state = await self.queue.read()
         except StoreUnavailable as exc:
             if self.healthy and self.state is not None:
                 self.healthy = False
@@ -119,8 +122,7 @@ class RoomView:
             self._outage_logged = False
             # Idle connections opened before the outage are dead; the next join,
             # spend or count to pick one would fail (and a spend or count fail open).
-            with contextlib.suppress(Exception):
-                await self.queue.client.connection_pool.disconnect(inuse_connections=False)
+            await drop_idle_connections(self.queue.client)
         self._observe(state)
         return state
 
@@ -152,6 +154,41 @@ class RoomView:
                 self.settings.room,
                 seq,
                 last.frontier,
+            )
+
+    def _behind(self, state: RoomState) -> bool:
+        """Whether Redis holds this line as it was before what this worker saw: a
+        replica promoted before it had the primary's last writes."""
+        last = self.state
+        if last is None or state.epoch != last.epoch:
+            return False
+        lost_release = (
+            last.released_n is not None
+            and state.released_n is None
+            and state.release_at_ms is not None
+        )
+        return state.seq < last.seq or state.frontier < last.frontier or lost_release
+
+    async def catch_up(self, state: RoomState) -> None:
+        """Move the line back up to what this worker saw: a place issued is never
+        issued again, an admission shown is never taken back."""
+        last = self.state
+        assert last is not None
+        # Joins confirmed by a replica (WAIT) are all on the promoted one: a place
+        # this worker saw but the replica lacks was never answered. Without WAIT,
+        # places may have been issued since this worker's last read: skip past them.
+        seq = last.seq if self.queue.replicas is not None else last.seq + self._slack()
+        skipped, restored = await self.queue.catch_up(
+            last.epoch, seq, last.frontier, last.released_n
+        )
+        if skipped or restored:
+            log.warning(
+                "waitroom: room %r in redis was behind what this worker saw (a failover "
+                "to a replica that lacked the last writes?): %d place(s) skipped, "
+                "%d admission(s) restored",
+                self.settings.room,
+                skipped,
+                restored,
             )
 
     def _slack(self) -> int:
