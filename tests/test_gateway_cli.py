@@ -14,7 +14,7 @@ import pytest
 
 from tests.gateway_support import BACKEND_KEYS, TEST_KEYS
 from tests.servers import free_port
-from waitroom.config import Settings, estimated_bits
+from waitroom.config import Settings, estimated_bits, weak_key_problem
 from waitroom.errors import ConfigError
 
 STRONG = secrets.token_urlsafe(32)
@@ -67,6 +67,8 @@ def test_random_keys_pass_the_entropy_check() -> None:
     for _ in range(200):
         Settings(secret_keys=(secrets.token_urlsafe(16),), backend_secret=(secrets.token_hex(16),))
     assert estimated_bits("aaaaaaaaaaaaaaaa") == 0
+    for lazy in ("abcdabcdabcdabcd", "password12345678", "0123456789abcdef"):
+        assert weak_key_problem(lazy) == "repeats too few different characters to be hard to guess"
 
 
 def test_production_refuses_a_backend_key_that_signs_tickets_too() -> None:
