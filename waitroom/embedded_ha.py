@@ -24,7 +24,7 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import Any, Self
 
 import redis
 from redis.crc import key_slot
@@ -135,11 +135,25 @@ class _Set:
     def by_port(self, port: int) -> EmbeddedRedis:
         return next(s for s in self.servers if s.port == port)
 
+    def start(self, timeout: float = 30.0) -> Self:
+        raise NotImplementedError
+
     def close(self) -> None:
         for server in self.servers:
             with contextlib.suppress(Exception):
                 server.stop()
         shutil.rmtree(self.workdir, ignore_errors=True)
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
 
 
 class SentinelSet(_Set):
@@ -222,17 +236,6 @@ class SentinelSet(_Set):
 
         _until("a new primary", switched, timeout)
         return found[0]
-
-    def __enter__(self) -> SentinelSet:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
 
 
 class ClusterSet(_Set):
@@ -357,17 +360,6 @@ class ClusterSet(_Set):
 
         _until(f"a replica promoted for {key}", promoted, timeout)
         return found[0]
-
-    def __enter__(self) -> ClusterSet:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
 
 
 def _text(value: Any) -> str:
