@@ -107,15 +107,9 @@ class AnswerStream:
     async def _next(self) -> bytes:
         conn = self._conn
         if self._chunked:
-            size_line = await conn.readuntil(b"\r\n")
-            size = int(size_line.split(b";")[0], 16)
-            if size == 0:
-                await conn.readuntil(b"\r\n")
-                self._finished = True
-                return b""
-            piece = await conn.readexactly(size)
-            await conn.readexactly(2)
-            return piece
+            piece = await _read_chunk(conn)
+            self._finished = piece is None
+            return piece or b""
         if self._left is None:
             piece = await conn.read(_STREAM_PIECE)
             if not piece:
@@ -492,20 +486,29 @@ async def _drain(writer: asyncio.StreamWriter) -> None:
         raise UpstreamError(f"origin stopped reading the request: {exc}", "closed") from exc
 
 
-async def _read_chunked(reader: _Conn) -> bytes:
+async def _read_chunked(conn: _Conn) -> bytes:
     parts: list[bytes] = []
     total = 0
-    while True:
-        size_line = await reader.readuntil(b"\r\n")
-        size = int(size_line.split(b";")[0], 16)
-        if size == 0:
-            await reader.readuntil(b"\r\n")  # no trailers expected; the blank line
-            return b"".join(parts)
-        total += size
-        if total > _MAX_BODY_BYTES:
-            raise ValueError("response body too large")
-        parts.append(await reader.readexactly(size))
-        await reader.readexactly(2)
+    while (piece := await _read_chunk(conn, _MAX_BODY_BYTES - total)) is not None:
+        total += len(piece)
+        parts.append(piece)
+    return b"".join(parts)
+
+
+async def _read_chunk(conn: _Conn, most: int | None = None) -> bytes | None:
+    """One chunk of a chunked body; None at its end (the last chunk and the blank
+    line after it: no trailers are expected). A chunk over ``most`` bytes is refused
+    before it is read."""
+    size_line = await conn.readuntil(b"\r\n")
+    size = int(size_line.split(b";")[0], 16)
+    if most is not None and size > most:
+        raise ValueError("response body too large")
+    if size == 0:
+        await conn.readuntil(b"\r\n")
+        return None
+    piece = await conn.readexactly(size)
+    await conn.readexactly(2)
+    return piece
 
 
 def _close(conn: _Conn) -> None:
