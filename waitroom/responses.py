@@ -24,8 +24,8 @@ _CSP = (
 # constant answer took a fifth off its throughput), so each answer carries only what
 # protects it. Our own pages: the CSP (its frame-ancestors is what X-Frame-Options
 # said, for every current browser) and nosniff; the referrer policy is a <meta> in
-# the page. JSON and text: nosniff. What we pass on from an origin, and Quart's
-# pages, get the full set, since we cannot know what they need.
+# the page. JSON and text: nosniff. Quart's pages get the full set. What we pass on
+# from an origin gets none of ours: it is the origin's page (waitroom.lean).
 SECURITY_HEADERS: tuple[tuple[bytes, bytes], ...] = (
     _NOSNIFF,
     (b"referrer-policy", b"same-origin"),
