@@ -189,6 +189,26 @@ def _line_figures(rec: Recorder, target: Target) -> dict[str, Any]:
         for s in people
         if s.admitted_at is not None and s.id in eligible and s.position is not None
     ]
+    # From the line reaching a student to their result: what the origin's load lags
+    # admission by (the poll that tells them, the form, their own pause, the lookup).
+    reached = [
+        s.result_at - eligible[s.id]
+        for s in people
+        if s.result_at is not None and s.id in eligible and s.position is not None
+    ]
+    by_kind = {
+        kind: percentiles(
+            [
+                s.admitted_at - eligible[s.id]
+                for s in people
+                if s.kind == kind
+                and s.admitted_at is not None
+                and s.id in eligible
+                and s.position is not None
+            ]
+        )
+        for kind in ("browser", "app")
+    }
     early = sum(
         1
         for s in people
@@ -214,6 +234,8 @@ def _line_figures(rec: Recorder, target: Target) -> dict[str, Any]:
         "admitted_ahead_of_the_line": early,
         "lost_place": sum(moved),
         "polling_delay_s": percentiles(polled),
+        "polling_delay_by_kind_s": by_kind,
+        "admission_to_result_s": percentiles(reached),
         "eta": {
             "students": len(errors),
             "error_s": percentiles([abs(e) for e in errors]),
