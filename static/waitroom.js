@@ -95,7 +95,8 @@
           if (position <= j.frontier) { location.reload(); return; }
           show(lastAhead, eta(lastAhead, j.rate, j.paused), { paused: j.paused, reconnecting: j.stale });
           var wait = lastAhead / Math.max(lastRate, 0.001) / 4;
-          after(j.paused ? 5 : Math.min(60, Math.max(2, wait)), poll);
+          // At most a minute; less while the auto rate climbs (poll_max_s).
+          after(j.paused ? 5 : Math.min(j.poll_max_s || 60, Math.max(2, wait)), poll);
         }
       })
       .catch(function () {

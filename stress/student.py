@@ -241,7 +241,8 @@ class Journey:
                     s = (ahead + 1) / j["rate"]
                     self._shown(st, s * 1.05, s * 0.9, s * 1.2)  # the page shows 0.9s-1.2s
                 wait = ahead / max(rate, 0.001) / 4
-                delay = 5.0 if j["paused"] else min(60.0, max(2.0, wait))
+                longest = float(j.get("poll_max_s") or 60.0)
+                delay = 5.0 if j["paused"] else min(longest, max(2.0, wait))
 
     async def _prequeue(self, st: Student, b: Browser, release_at_ms: int) -> Response:
         """Before a scheduled release: count down, then ask ``/status`` (a few seconds

@@ -29,12 +29,12 @@ from waitroom import standing as standing_module
 from waitroom.door import Door
 from waitroom.lean import Lean, cookie, cookie_values
 from waitroom.paths import EVERYTHING, RESULT_ROUTES, parse_rule
-from waitroom.queue import RoomState
+from waitroom.queue import RoomState, Search
 from waitroom.rawasgi import Message, Scope
 from waitroom.responses import CookiePolicy
 from waitroom.standing import standing, standing_from_basis, status_reply
 from waitroom.tickets import CLOCK_SKEW_S, TICKET_COOKIE, Ticket, TicketRejected, TicketSigner
-from waitroom.view import RoomView
+from waitroom.view import CLIMBING_POLL_MAX_S, POLL_MAX_S, RoomView
 
 EPOCH = "e1"
 SETTINGS = make_settings("redis://127.0.0.1:1/0")
@@ -103,6 +103,9 @@ states = st.builds(
     release_seed=st.just("seed"),
     effective_rate=st.none() | st.floats(0.01, 100),
     noshow_factor=st.floats(1.0, 3.0),
+    # The auto rate's climb shortens the longest poll (view.CLIMBING_POLL_MAX_S).
+    rate_auto=st.booleans(),
+    search=st.builds(Search, phase=st.sampled_from(["", "climb", "drain", "hold"])),
 )
 rates = st.none() | st.just(0.0) | st.floats(1e-6, 1e6)
 
@@ -432,3 +435,18 @@ async def test_a_failing_status_check_is_answered_calmly(
         await layer(status_scope(token), _receive, gone)
     assert [m["type"] for m in sent] == ["http.response.start"]
     assert "lean layer failed" in caplog.text
+
+
+def test_while_the_auto_rate_climbs_no_poll_waits_past_the_climbing_cap() -> None:
+    far = 10**6  # a minute's wait and more at any rate here
+    for search, most in ((Search(phase="climb"), CLIMBING_POLL_MAX_S), (Search(), POLL_MAX_S)):
+        view = make_view(room_state(rate_auto=True, search=search, rate=5.0))
+        if search.phase == "":
+            view = make_view(room_state(rate_auto=False, rate=5.0))
+        assert view.poll_interval(far) == most
+        assert json.loads(view.state_body)["poll_max_s"] == most
+        got = fast(100 + far, view, 1)
+        assert got is not None and json.loads(got[2])["retry_after_s"] <= 1.2 * most
+    # Once the search holds, polls go back to a minute's wait.
+    held = make_view(room_state(rate_auto=True, search=Search(phase="hold"), rate=5.0))
+    assert held.poll_interval(far) == POLL_MAX_S

@@ -166,6 +166,12 @@ class RoomState:
         return self.target_rate * min(max(self.noshow_factor, 1.0), 2.0)
 
     @property
+    def climbing(self) -> bool:
+        """The auto rate is searching upward: admission may grow many times over
+        within a minute."""
+        return self.rate_auto and self.search.phase in ("", "climb")
+
+    @property
     def waiting(self) -> int:
         return max(0, self.seq - self.frontier)
 

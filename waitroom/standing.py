@@ -183,11 +183,11 @@ def _numbers(position: int, basis: StatusBasis) -> tuple[bool, int, int, int, in
         retry = round((1.0 if basis.healthy else 5.0) * jitter)
         return True, place, 0, retry if retry >= 1 else 1, -1, -1
     ahead = place - frontier - 1
-    # view.poll_interval: min(60.0, max(2.0, ahead / rate / 4)), 5 s at least if stale
+    # view.poll_interval: min(poll max, max(2.0, ahead / rate / 4)), 5 s at least if stale
     interval = ahead / basis.poll_rate / 4
     floor = 2.0 if basis.healthy else 5.0
-    if interval > 60.0:
-        interval = 60.0
+    if interval > basis.poll_max_s:
+        interval = basis.poll_max_s
     elif interval < floor:
         interval = floor
     retry = round(interval * jitter)

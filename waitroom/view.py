@@ -30,6 +30,15 @@ log = logging.getLogger(__name__)
 
 # How far back the achieved admission rate is measured.
 RATE_WINDOW_S = 30.0
+# A poll far from the front waits a quarter of the wait at today's rate, so a rate up
+# to four times faster still finds the student in time, and at most a minute. While
+# the auto rate climbs (x1.5 a step, about twenty times its start within a minute) a
+# minute's sleep misses the admission by half a minute: the seed's polling delay was
+# p90 9.6 s, p99 23 s, and the origin's load trailed admission by as much, which
+# the search misread. Then polls wait at most CLIMBING_POLL_MAX_S, in which a climb
+# raises the rate by less than four times (pinned in tests/test_governor.py).
+POLL_MAX_S = 60.0
+CLIMBING_POLL_MAX_S = 15.0
 # Less history than this and the configured rate is the better estimate.
 RATE_MIN_SPAN_S = 5.0
 # A worker that never saw the line waits this long after Redis returns before it
@@ -64,6 +73,7 @@ class StatusBasis:
     rate: float
     # The rate poll intervals are judged by: never 0 (``RoomView.poll_interval``).
     poll_rate: float
+    poll_max_s: float
     refresh_interval_s: float
     pacer_tick_s: float
     # Positions above release_base need ``place_of`` when a release is scheduled.
@@ -292,7 +302,12 @@ class RoomView:
         """
         rate = self.admission_rate() or self.capacity_rate()
         seconds_to_front = ahead / max(rate, 0.001)
-        return min(60.0, max(2.0, seconds_to_front / 4))
+        return min(self.poll_max_s(), max(2.0, seconds_to_front / 4))
+
+    def poll_max_s(self) -> float:
+        """The longest a waiting student's poll waits (``POLL_MAX_S``)."""
+        climbing = self.state is not None and self.state.climbing
+        return CLIMBING_POLL_MAX_S if climbing else POLL_MAX_S
 
     def status_basis(self) -> StatusBasis | None:
         """This refresh's basis for status checks; None while the state is unknown.
@@ -324,6 +339,7 @@ class RoomView:
             frontier=s.frontier,
             rate=rate,
             poll_rate=max(rate or self.capacity_rate(), 0.001),
+            poll_max_s=self.poll_max_s(),
             refresh_interval_s=self.settings.refresh_interval_s,
             pacer_tick_s=self.settings.pacer_tick_s,
             release_at_ms=s.release_at_ms,
@@ -347,6 +363,8 @@ class RoomView:
             "waiting": s.waiting,
             "rate": rate,
             "paused": s.held,
+            # The page's polls wait at most this long (POLL_MAX_S).
+            "poll_max_s": self.poll_max_s(),
             # Frozen numbers while Redis is unreachable: the page says "reconnecting".
             "stale": not self.healthy,
             "banner": dict(s.banner),
