@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import math
 import time
 from pathlib import Path
 from typing import Any
@@ -16,9 +17,10 @@ from tests.gateway_support import BACKEND_KEYS, make_settings
 from tests.origin_model import T0_S, Origin, Second, Simulation, trace
 from tests.servers import serving
 from waitroom.app import create_app
-from waitroom.governor import KINDS, Governor
+from waitroom.governor import CLIMB, KINDS, SETTLE_S, Governor
 from waitroom.queue import AUTO_START_RATE, Queue, Search, Tick
-from waitroom.telemetry import BackendStats, Sample, Sampler
+from waitroom.telemetry import RECENT_MIN_LOOKUPS, BackendStats, Sample, Sampler
+from waitroom.view import CLIMBING_POLL_MAX_S
 
 T0 = 1_900_000_000_000
 
@@ -507,3 +509,36 @@ async def test_the_sample_measures_lookups_apart_from_pages(
         if offset == 20:
             assert sample.lookups_sent_per_s == 0 and sample.lookups_p95_ms is None
     assert sample.lookups_sent_per_s == 1 and 20 < (sample.lookups_p95_ms or 0) <= 50
+
+
+async def test_the_sample_shows_a_queue_gone_in_its_newest_second(
+    redis_client: aioredis.Redis, redis_url: str
+) -> None:
+    queue = await _auto_room(redis_client, redis_url)
+    stats, sampler = BackendStats(), Sampler(redis_client, queue.keys)
+    tick = Tick(True, 0, 10**7)
+    # Three seconds of a queue (lookups in 800 ms), then two of none (in 80 ms); the
+    # newest second of the window may still wait for a flush, the one before is whole.
+    for second in range(T0_S, T0_S + 5):
+        slow = second < T0_S + 3
+        for _ in range(RECENT_MIN_LOOKUPS):
+            stats.sent(now=second, lookup=True)
+            stats.record(0.8 if slow else 0.08, True, now=second, lookup=True)
+    await stats.flush(redis_client, queue.keys)
+    sample = await sampler.maybe_sample(tick, await queue.read(), now=T0_S + 5.5)
+    assert sample is not None
+    assert sample.lookups_p95_ms is not None and sample.lookups_p95_ms > 500
+    assert sample.lookups_recent_p95_ms is not None and sample.lookups_recent_p95_ms <= 100
+    # Too few lookups in the newest whole second: its p95 would be noise, none is given.
+    stats.sent(now=T0_S + 5, lookup=True)
+    stats.record(0.08, True, now=T0_S + 5, lookup=True)
+    await stats.flush(redis_client, queue.keys)
+    sample = await sampler.maybe_sample(tick, await queue.read(), now=T0_S + 7.5)
+    assert sample is not None and sample.lookups_recent_p95_ms is None
+
+
+def test_a_climb_raises_the_rate_less_than_a_poll_plans_for() -> None:
+    # A poll waits a quarter of the wait at today's rate (view.poll_interval), at most
+    # CLIMBING_POLL_MAX_S while the search climbs: the raises within it must stay
+    # under four times, or admitted students sleep through their admission.
+    assert CLIMB ** math.ceil(CLIMBING_POLL_MAX_S / SETTLE_S) < 4

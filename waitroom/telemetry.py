@@ -40,6 +40,8 @@ SERIES_LEN = 15 * 60  # one sample a second: 15 minutes
 # come a second before lookups, is no such origin).
 LOOKUPS_ABSENT_S = 60
 SERIES_TTL_S = 3600
+# Fewer lookups than this in a second make its p95 noise.
+RECENT_MIN_LOOKUPS = 20
 FLUSH_INTERVAL_S = 0.5
 
 
@@ -151,6 +153,9 @@ class Sample:
     # the queue in front of the site's workers.
     lookups_p95_ms: float | None = None
     lookups_error_rate: float | None = None
+    # The lookups' p95 in the newest whole second (None under RECENT_MIN_LOOKUPS):
+    # a queue worked off shows there seconds before the window forgets it.
+    lookups_recent_p95_ms: float | None = None
     # What the pacer admitted at: the governed rate, no-shows made up (the auto
     # rate's start rate until its first decision).
     admission_rate: float = 0.0
@@ -250,6 +255,8 @@ def _window(seconds: list[dict[bytes, bytes]], everything: bool = False) -> dict
         "lookups_recent_per_s": float(whole.get(n_, 0) - whole.get(err_, 0)),
         "lookups_sent_per_s": round((total.get(sent_, 0) if sent_ else sent) / WINDOW_S, 2),
     }
+    if whole.get(n_, 0) >= RECENT_MIN_LOOKUPS:
+        lookups["lookups_recent_p95_ms"] = percentile(_histogram(whole, b_), 0.95)
     if total.get(n_):
         lookups["lookups_p95_ms"] = percentile(_histogram(total, b_), 0.95)
         lookups["lookups_error_rate"] = round(total.get(err_, 0) / total[n_], 4)
