@@ -315,6 +315,23 @@ class Governor:
             why = f"auto: held at the admin's rate, {most:g}/s"
             return _auto(most, why, "ceiling", search)
         throughput = _served(sample)
+        if (
+            state.governor_kind == "probe"
+            and search.capacity
+            and sample.t - state.governor_at >= EFFECT_LAG_S
+            and _full(sample, search.capacity)
+        ):
+            # Sent more than it took before, it answers no more: it is full, and its
+            # latency would say so only once a queue has grown (at once, not a whole
+            # settle period after the probe: by then a queue has, and a site with a
+            # small backlog answers 502s). Back to the hold.
+            known, per = search.capacity, _per(search)
+            held = min(most, _round(HOLD_SHARE * known / per))
+            why = (
+                f"auto: the backend answered no more than the {known:.0f} lookups/s "
+                f"found at {rate:g}/s ({throughput:.0f} lookups/s): holding at {held:g}/s"
+            )
+            return _auto(held, why, "hold", dataclasses.replace(search, since=sample.t))
         if p95 is None or sample.t - state.governor_at < SETTLE_S:
             return None  # no news, or the last change has not shown its whole effect
         if search.phase == "hold" and sample.t - search.since < PROBE_AFTER_S:
@@ -356,13 +373,9 @@ class Governor:
         # Held long enough: probe upward in small steps, one per SETTLE_S.
         known = search.capacity or 0.0
         per = _per(search)
-        more = (1 + PROBE_SHARE / 2) * known
-        if sample.lookups_sent_per_s > more and throughput < more:
-            # Sent more than it took before, it answers no more: it is full, and its
-            # latency would say so only once a queue has grown. Back to the hold.
-            # What it was sent, not what the rate should send: at 40 lookups a
-            # second a window's count is +-7 %, and a backend that grew answers
-            # what it is sent, so the two differ only when it is full.
+        if rate * per > known and _full(sample, known):
+            # Past the capacity found, it answered no more: a step further would
+            # be a step past it. Back to the hold.
             held = min(most, _round(HOLD_SHARE * known / per))
             why = (
                 f"{healthy}, but no more than the {known:.0f} lookups/s found: "
@@ -404,6 +417,11 @@ class Governor:
         # The newest second says what it answers now; at a few lookups a second one
         # second is noise, and a lull in it would size the drain by nothing.
         served = max(_now_served(sample), _served(sample))
+        if search.capacity and not _falling_behind(sample):
+            # It kept up with what it was sent: a burst at the hold, which says
+            # nothing of what it can do; sized by what it answered (the hold's
+            # 85 %), the drain would go to 65 % of its capacity.
+            served = max(served, search.capacity)
         # How far past the capacity admission went sets the depth of the drain.
         over = rate * per / served if served > 0 else 2.0
         share = min(DRAIN_SHALLOWEST, max(DRAIN_DEEPEST, 1 - DRAIN_SLOPE * (over - 1)))
@@ -428,9 +446,10 @@ class Governor:
         since = sample.t - search.since
         if trouble:
             served = _now_served(sample)
-            self._saturated.append(served)
-            if served > (search.peak or 0.0):
-                search = dataclasses.replace(search, peak=served)
+            if _bottleneck(sample):
+                self._saturated.append(served)
+                if served > (search.peak or 0.0):
+                    search = dataclasses.replace(search, peak=served)
             peak = search.peak or 0.0
             behind = _falling_behind(sample)
             self._fell_behind = self._fell_behind or behind
@@ -557,6 +576,27 @@ def _now_served(sample: Sample) -> float:
 def _falling_behind(sample: Sample) -> bool:
     """Sent more lookups than it answered well in the window: its queue grew."""
     return sample.lookups_sent_per_s > BEHIND_SHARE * sample.lookups_per_s
+
+
+def _full(sample: Sample, known: float) -> bool:
+    """It answered no more than the capacity found, and less than it was sent: its
+    queue grows. Both halves are needed at a few dozen lookups a second, where a
+    window's count is +-7 %: a backend that grew may answer less than found in one
+    window, but it answers what it is sent; one that is full may be sent less than
+    the rate sends in one window, but never answers more than it can."""
+    margin = 1 + PROBE_SHARE / 2
+    answered = sample.lookups_per_s
+    return answered < margin * known and sample.lookups_sent_per_s > margin * answered
+
+
+def _bottleneck(sample: Sample) -> bool:
+    """The backend, not admission, set what it answered in the window: its queue grew
+    (sent more than it answered) or it worked one off (answered more than sent).
+    A slow second in which it answered what it was sent says nothing of its
+    capacity (a gateway that stalls for a moment on a busy machine slows every
+    answer): counted, a drain's own rate would become the capacity."""
+    sent, answered = sample.lookups_sent_per_s, sample.lookups_per_s
+    return sent > BEHIND_SHARE * answered or answered > BEHIND_SHARE * sent
 
 
 def _mean(values: Iterable[float]) -> float:
