@@ -6,8 +6,7 @@ the browser's Accept-Language decides. Every message key exists in every languag
 
 from __future__ import annotations
 
-LANGUAGES = ("en", "hi")
-LANGUAGE_NAMES = {"en": "English", "hi": "हिन्दी"}
+from waitroom.shared.languages import LANGUAGES
 
 MESSAGES: dict[str, dict[str, str]] = {
     "en": {

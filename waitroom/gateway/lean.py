@@ -27,7 +27,7 @@ from urllib.parse import parse_qsl, quote
 
 from waitroom.errors import BackendUnavailable
 from waitroom.gateway.forward import Forwarder
-from waitroom.gateway.i18n import LANGUAGES, pick_language
+from waitroom.gateway.i18n import pick_language
 from waitroom.gateway.replies import Replies
 from waitroom.gateway.responses import (
     HTML,
@@ -45,6 +45,7 @@ from waitroom.room.door import MAX_TICKETS, STATUS_PATH, Door, Forward, Visit
 from waitroom.room.snapshot import RoomView
 from waitroom.room.tickets import PASS_COOKIE, TICKET_COOKIE
 from waitroom.shared.assets import IMMUTABLE, Asset, Assets
+from waitroom.shared.languages import LANGUAGES
 from waitroom.shared.paths import cached_rule
 from waitroom.shared.rawasgi import ASGIApp, ClientGone, Message, Receive, Scope, Send
 

@@ -20,11 +20,12 @@ from typing import Any
 from jinja2 import Environment, PackageLoader, select_autoescape
 from markupsafe import Markup, escape
 
-from waitroom.gateway.i18n import LANGUAGE_NAMES, LANGUAGES, MESSAGES
+from waitroom.gateway.i18n import MESSAGES
 from waitroom.room.estimate import Standing
 from waitroom.room.snapshot import RoomView
 from waitroom.room.tickets import Ticket
 from waitroom.shared.assets import Assets
+from waitroom.shared.languages import LANGUAGE_NAMES, LANGUAGES
 
 # Markers cannot occur in a template or a translation, and autoescaping keeps them.
 _MARK = "\x00"

@@ -17,11 +17,11 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from waitroom.gateway.i18n import LANGUAGES
 from waitroom.line import release
 from waitroom.line.keys import RoomKeys
 from waitroom.line.store import Client, Replicas, Script, connect, guard, topology_of
 from waitroom.settings import Settings
+from waitroom.shared.languages import LANGUAGES
 from waitroom.shared.paths import EVERYTHING
 
 __all__ = ["Client", "Queue", "RoomState", "connect"]
