@@ -5,7 +5,7 @@ import time
 import pytest
 from itsdangerous import TimestampSigner, URLSafeTimedSerializer
 
-from waitroom.lookup.errors import AdmissionExpired, AdmissionInvalid, AdmissionMissing
+from waitroom.errors import AdmissionExpired, AdmissionInvalid, AdmissionMissing
 from waitroom.shared.admission import SALT, AdmissionSigner
 
 

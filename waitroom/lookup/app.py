@@ -31,8 +31,7 @@ from urllib.parse import parse_qs
 import jinja2
 from markupsafe import Markup, escape
 
-from waitroom.errors import ConfigError
-from waitroom.lookup.errors import AdmissionError, AdmissionExpired, AdmissionMissing
+from waitroom.errors import AdmissionError, AdmissionExpired, AdmissionMissing, ConfigError
 from waitroom.lookup.store import ResultStore
 from waitroom.lookup.words import WORDS, other, pick_language
 from waitroom.shared.admission import HEADER, HEADER_BYTES, REFUSED_HEADER_BYTES, AdmissionSigner

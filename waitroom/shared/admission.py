@@ -19,7 +19,7 @@ from typing import Any
 
 from itsdangerous import BadData, TimestampSigner, URLSafeTimedSerializer
 
-from waitroom.lookup.errors import AdmissionExpired, AdmissionInvalid, AdmissionMissing
+from waitroom.errors import AdmissionExpired, AdmissionInvalid, AdmissionMissing
 
 HEADER = "X-Waitroom-Admission"
 HEADER_BYTES = HEADER.lower().encode("ascii")  # ASGI header names are lower-case bytes
