@@ -1,17 +1,18 @@
 """What every answer of the lean layer shares: headers, the cookie policy, gzip.
 
 One place sets every student cookie's attributes (``CookiePolicy``), one place the
-security headers, one place decides what is worth compressing; the pieces that
+security headers, one place (``waitroom.shared.compression``, which the hashed
+assets use too) decides what is worth compressing; the pieces that
 build answers (``waitroom.gateway.replies``, ``waitroom.gateway.lean``) only say what to send.
 """
 
 from __future__ import annotations
 
-import zlib
 from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from waitroom.shared.compression import compressible, gzip
 from waitroom.shared.rawasgi import Scope, Send
 
 _NOSNIFF = (b"x-content-type-options", b"nosniff")
@@ -38,12 +39,6 @@ HTML = b"text/html; charset=utf-8"
 JSON = b"application/json"
 TEXT = b"text/plain; charset=utf-8"
 NO_STORE = b"no-store"
-# Below about one TCP segment compression saves no round trip and costs CPU.
-COMPRESS_MIN_BYTES = 1024
-# Level 1: a waiting page shrinks to about half in ~15 µs; higher levels
-# gain a few per cent more for several times the CPU, on the crowd's hot path.
-_GZIP_LEVEL = 1
-_COMPRESSIBLE = (b"text/", b"application/json", b"application/javascript", b"image/svg")
 
 
 class Streamed(Protocol):
@@ -111,19 +106,6 @@ def accepts_gzip(headers: Iterable[tuple[bytes, bytes]]) -> bool:
         if name == b"accept-encoding":
             return b"gzip" in value
     return False
-
-
-def gzip(body: bytes) -> bytes:
-    compressor = zlib.compressobj(_GZIP_LEVEL, zlib.DEFLATED, 31)  # 31: the gzip wrapper
-    return compressor.compress(body) + compressor.flush()
-
-
-def compressible(content_type: bytes | None, size: int) -> bool:
-    return (
-        size >= COMPRESS_MIN_BYTES
-        and content_type is not None
-        and content_type.startswith(_COMPRESSIBLE)
-    )
 
 
 async def send_response(scope: Scope, send: Send, response: Response, *, compress: bool) -> None:

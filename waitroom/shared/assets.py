@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from waitroom.errors import ConfigError
-from waitroom.gateway.responses import compressible, gzip
+from waitroom.shared.compression import compressible, gzip
 
 IMMUTABLE = b"public, max-age=31536000, immutable"
 
