@@ -11,7 +11,8 @@ from typing import Any
 
 from waitroom.errors import WaitroomError
 from waitroom.line.store import topology_of
-from waitroom.settings import ENV_PREFIX, FILE_SUFFIX, Settings, parse_rate
+from waitroom.settings import Settings, parse_rate
+from waitroom.shared.secret_settings import ENV_PREFIX, FILE_SUFFIX
 
 # Flags of `waitroom serve`: each maps to the Settings field of the same name.
 _SERVE_FLAGS: tuple[tuple[str, type, str], ...] = (

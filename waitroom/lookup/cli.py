@@ -11,7 +11,7 @@ from pathlib import Path
 from waitroom.errors import ConfigError
 from waitroom.lookup import capacity, sample, server
 from waitroom.lookup.importing import importer
-from waitroom.settings import (
+from waitroom.shared.secret_settings import (
     ENV_PREFIX,
     FILE_SUFFIX,
     MODES,
