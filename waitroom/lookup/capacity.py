@@ -1,8 +1,8 @@
 """A result site of fixed capacity: the legacy origin a waiting room is measured against.
 
 Real board portals are nginx in front of a fixed pool of application workers over a
-database with a bounded connection pool (/work/shared/CONTEXT.md, "How real result
-sites fail"). :class:`LegacyOrigin` wraps the lookup app in that model, so the
+database with a bounded connection pool (README, "A legacy origin to test against").
+:class:`LegacyOrigin` wraps the lookup app in that model, so the
 stress scenarios show what such a site does under a spike and what the waiting room
 changes:
 

@@ -67,7 +67,7 @@ def register(commands: argparse._SubParsersAction) -> None:  # type: ignore[type
         description="Every problem is listed with its line and column and nothing is "
         "imported; the previous database keeps answering.",
     )
-    p.add_argument("file", type=Path, help="the CSV file (format: lookup/README_SECTIONS.md)")
+    p.add_argument("file", type=Path, help="the CSV file (format: README.md, 'Uploading results')")
     p.add_argument("--db", type=Path, required=True, help="results database to replace")
     p.add_argument("--workers", type=int, default=None, help="checking processes (default: auto)")
     p.set_defaults(run=_run_import)

@@ -1,6 +1,6 @@
 """The CSV file a board uploads: one row per candidate.
 
-Format (also documented for boards in lookup/README_SECTIONS.md):
+Format (also documented for boards in README.md, "Uploading results: the CSV format"):
 
 * UTF-8, with or without a byte-order mark; LF or CRLF line ends; comma separated,
   fields quoted with double quotes when they contain a comma or a quote. No field
