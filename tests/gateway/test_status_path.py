@@ -1,7 +1,7 @@
 """The lean layer's status check against the general code it short-cuts.
 
 A waiting student's ``GET /status`` is answered from the view's per-refresh
-``StatusBasis`` with a JSON template (``standing.status_reply``), the ticket cookie
+``StatusBasis`` with a JSON template (``estimate.status_reply``), the ticket cookie
 found without splitting the header (``lean.cookie_values``) and the ticket remembered
 once verified (``TicketSigner.read_ticket``). Each must give exactly what the
 general code gives: ``standing`` + ``json.dumps``, splitting the cookie header, and

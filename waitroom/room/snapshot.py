@@ -269,7 +269,7 @@ class RoomView:
     def estimate(self, position: int) -> Estimate | None:
         """Wait estimate for ``position``; None while admission is paused.
 
-        ``standing.status_reply`` works the same out from the ``StatusBasis``.
+        ``estimate.status_reply`` works the same out from the ``StatusBasis``.
         """
         frontier = self.state.frontier if self.state else 0
         ahead = max(0, position - frontier - 1)
@@ -288,7 +288,7 @@ class RoomView:
 
         Far from the front: rarely (up to a minute); near it: every couple of
         seconds, so nobody loses time at the front while the crowd's polls stay few.
-        ``standing.status_reply`` works the same out from the ``StatusBasis``.
+        ``estimate.status_reply`` works the same out from the ``StatusBasis``.
         """
         rate = self.admission_rate() or self.capacity_rate()
         seconds_to_front = ahead / max(rate, 0.001)

@@ -1,6 +1,6 @@
 """The admin page: a live view of the line and the controls that tune admission.
 
-Everything here is behind a login (``adminauth``); every state-changing request
+Everything here is behind a login (``admin.auth``); every state-changing request
 carries the session's CSRF token. A change is checked whole before anything is
 written (``controls``), then applied and audited in one Lua step, and reaches every
 gateway worker at its next view refresh (a quarter of a second by default).
