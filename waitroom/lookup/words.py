@@ -3,7 +3,7 @@
 The gateway forwards the query string and names the student's language in
 ``x-waitroom-lang`` (from ``?lang``, its ``wr_lang`` cookie or Accept-Language);
 cookies never reach the backend. The backend reached directly has only the query
-and Accept-Language. Every key exists in every language (tests/test_lookup_words.py).
+and Accept-Language. Every key exists in every language (tests/lookup/test_lookup_pages.py).
 Names, schools and subjects are shown as the board uploaded them; only labels change.
 """
 
