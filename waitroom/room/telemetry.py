@@ -299,7 +299,7 @@ def _bucket(ms: float) -> int:
 
 
 def batch_counter(stats: BackendStats, step: str) -> Callable[[int], None]:
-    """What a coalesced Redis step reports per batch (``waitroom.line.coalesce``): one
+    """What a coalesced Redis step reports per batch (``waitroom.coalesce``): one
     batch, and the calls in it, so /metrics shows what coalescing saves."""
 
     def count(size: int) -> None:
