@@ -43,7 +43,7 @@
 
   function range(lo, hi) {
     if (hi < 60) return d.etaUnder;
-    // As the server writes it (waitroom/pages.py minutes): never "0-2 min".
+    // As the server writes it (waitroom/gateway/pages.py minutes): never "0-2 min".
     var low = Math.max(1, Math.floor(lo / 60));
     var high = Math.max(low + 1, Math.ceil(hi / 60));
     return d.etaMinutes.replace("{low}", low).replace("{high}", high);

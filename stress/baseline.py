@@ -29,7 +29,7 @@ from typing import Any
 from stress import report
 from stress.loadgen import Request, http_request, run_in_process
 from stress.stack import HOST, free_port
-from waitroom.processes import stop_group
+from waitroom.shared.processes import stop_group
 
 SERVER_CORE, LOADER_CORE = 0, 1
 SATURATED = 0.9
@@ -79,7 +79,7 @@ def serve(app: str, server: str, workers: int, port: int) -> None:
             access_log=False,
         )
         return
-    from waitroom.server import run
+    from waitroom.shared.server import run
 
     run(target, host=HOST, port=port, workers=workers, server=server, factory=factory)
 

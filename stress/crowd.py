@@ -22,8 +22,8 @@ from typing import Any
 
 from stress.record import Recorder, Student
 from stress.student import Behaviour, Journey, Target
-from waitroom.keys import RoomKeys
-from waitroom.store import connect
+from waitroom.line.keys import RoomKeys
+from waitroom.line.store import connect
 
 LINE_SAMPLE_S = 0.05
 SATURATED = 0.9  # share of one core above which the loader is the bottleneck

@@ -53,11 +53,11 @@ from stress.httpclient import client_address
 from stress.loadgen import Request, RequestFactory, http_request
 from stress.plain_app import BODY as PLAIN_BODY
 from stress.stack import pinning_possible, sample_db
-from waitroom.config import Settings
-from waitroom.embedded_redis import EmbeddedRedis
-from waitroom.keys import RoomKeys
-from waitroom.store import SyncClient, connect_sync
-from waitroom.tickets import PASS_COOKIE, TICKET_COOKIE, TicketSigner
+from waitroom.devtools.embedded_redis import EmbeddedRedis
+from waitroom.line.keys import RoomKeys
+from waitroom.line.store import SyncClient, connect_sync
+from waitroom.room.tickets import PASS_COOKIE, TICKET_COOKIE, TicketSigner
+from waitroom.settings import Settings
 
 ROOM = "results"
 GOALS = {"status": 0.9, "json": 0.8, "refresh": 0.8, "arrival": 0.5, "exchange": 0.5}

@@ -50,15 +50,15 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from lookup import sample
-from lookup.admission import HEADER, AdmissionSigner
 from stress.loadgen import LoadResult, Request, RequestFactory, http_request, run_in_process
 from stress.plain_app import BODY as PLAIN_BODY
-from waitroom.embedded_redis import EmbeddedRedis
-from waitroom.keys import RoomKeys
-from waitroom.processes import stop_group
-from waitroom.store import SyncClient, connect_sync
-from waitroom.tickets import PASS_COOKIE, TICKET_COOKIE
+from waitroom.devtools.embedded_redis import EmbeddedRedis
+from waitroom.line.keys import RoomKeys
+from waitroom.line.store import SyncClient, connect_sync
+from waitroom.lookup import sample
+from waitroom.room.tickets import PASS_COOKIE, TICKET_COOKIE
+from waitroom.shared.admission import HEADER, AdmissionSigner
+from waitroom.shared.processes import stop_group
 
 ROOT = Path(__file__).resolve().parent
 CACHE = ROOT / ".cache"
@@ -147,7 +147,7 @@ def start_yardstick(procs: Processes, server: str, port: int, env: dict[str, str
     """``stress.plain_app`` on ``server`` through waitroom's own server runner (so with
     the gateway's server settings), pinned to the server core; its pid."""
     code = (
-        "from waitroom.server import run; "
+        "from waitroom.shared.server import run; "
         f"run('stress.plain_app:app', host={HOST!r}, port={port}, server={server!r})"
     )
     return procs.start(f"{server}-plain", ["-c", code], SERVER_CORE, env)

@@ -1,7 +1,7 @@
 """``python -m stress ha``: what surviving the loss of a Redis machine costs, measured.
 
 1. **WAIT.** Through Sentinel (a primary, its replica, three sentinels on this
-   machine), the calls a gateway worker makes one at a time (``waitroom.coalesce``
+   machine), the calls a gateway worker makes one at a time (``waitroom.line.coalesce``
    keeps one batch of each kind in flight): joins of one arrival, joins coalesced
    in blocks of 32, ticket trades in blocks of 32; with joins and trades answered
    at once (``WAITROOM_REDIS_WAIT_REPLICAS=0``) and only once the replica holds
@@ -30,13 +30,13 @@ from typing import Any
 
 from stress import report
 from stress.analysis import percentiles
-from waitroom.config import Settings
-from waitroom.embedded_ha import ClusterSet, SentinelSet
-from waitroom.embedded_redis import EmbeddedRedis
+from waitroom.devtools.embedded_ha import ClusterSet, SentinelSet
+from waitroom.devtools.embedded_redis import EmbeddedRedis
 from waitroom.errors import StoreUnavailable
-from waitroom.keys import RoomKeys
-from waitroom.queue import Queue
-from waitroom.store import Client, connect, connect_sync, script_source
+from waitroom.line.keys import RoomKeys
+from waitroom.line.state import Queue
+from waitroom.line.store import Client, connect, connect_sync, script_source
+from waitroom.settings import Settings
 
 BLOCK = 32
 MILLION = 1_000_000

@@ -27,7 +27,7 @@ from typing import Any
 from locust import HttpUser, between, task
 from locust.exception import StopUser
 
-from lookup import sample
+from waitroom.lookup import sample
 
 CANDIDATES = int(os.environ.get("WAITROOM_CANDIDATES", "100000"))
 _POSITION = re.compile(r'data-position="(\d+)"')

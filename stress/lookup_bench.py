@@ -32,10 +32,10 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-from lookup import sample
-from lookup.admission import HEADER, AdmissionSigner
-from lookup.importer import import_csv
 from stress.loadgen import LoadResult, Request, http_request, json_post, run_in_process
+from waitroom.lookup import sample
+from waitroom.lookup.importing.importer import import_csv
+from waitroom.shared.admission import HEADER, AdmissionSigner
 
 ROOT = Path(__file__).resolve().parent
 CACHE = ROOT / ".cache"

@@ -98,7 +98,7 @@ class Recorder:
         # (t, seq, frontier, admitted) from Redis, when there is a line to watch.
         self.line: list[tuple[float, int, int, int]] = []
         # (t, admissions a second the pacer aims at): the configured rate as the
-        # governor (waitroom/governor.py) adjusts it, sampled with ``line``.
+        # governor (waitroom/room/governor.py) adjusts it, sampled with ``line``.
         self.target: list[tuple[float, float]] = []
 
     def now(self) -> float:

@@ -83,7 +83,7 @@ def one(
         "server": server,
         "pinned": stack.pin,
     }
-    # The origin's own account (lookup/capacity.py): through the waiting room its
+    # The origin's own account (waitroom/lookup/capacity.py): through the waiting room its
     # 5xx reach no student, who sees the calm busy page instead.
     summary["origin"] = origin
     timeline = analysis.timeline(rec)

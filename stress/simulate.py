@@ -7,14 +7,14 @@ then one ``advance.lua`` tick moves the frontier, and every student the line
 reached comes back and trades their ticket (``spend.lua``, as ``Queue.spend``).
 Each student is shown the estimate the gateway's ``RoomView`` would show at
 joining (its own ``estimate``, fed the admission rate measured as the view
-measures it). The governor (``waitroom.governor``) is not simulated: it follows
+measures it). The governor (``waitroom.room.governor``) is not simulated: it follows
 the backend's health, and there is no backend here. Reported: fairness (arrival
 order against admission order), the estimate's error, Redis memory per waiting and
 per admitted student, and how closely the pacer keeps the configured rate.
 
 ``--redis sentinel`` and ``--redis cluster`` run the same on a primary with a
 replica watched by three sentinels, or on a three-primary cluster with replicas
-(``waitroom.embedded_ha``), reached through ``waitroom.store`` as the gateway
+(``waitroom.devtools.embedded_ha``), reached through ``waitroom.line.store`` as the gateway
 reaches them.
 """
 
@@ -35,19 +35,19 @@ from typing import Any
 
 from stress import arrivals, plots, report
 from stress.analysis import percentiles
-from waitroom.config import Settings
-from waitroom.embedded_ha import started
-from waitroom.keys import RoomKeys
-from waitroom.queue import Queue, RoomState
-from waitroom.store import SyncClient, connect, connect_sync, is_cluster
-from waitroom.view import RATE_MIN_SPAN_S, RATE_WINDOW_S, RoomView
+from waitroom.devtools.embedded_ha import started
+from waitroom.line.keys import RoomKeys
+from waitroom.line.state import Queue, RoomState
+from waitroom.line.store import SyncClient, connect, connect_sync, is_cluster
+from waitroom.room.snapshot import RATE_MIN_SPAN_S, RATE_WINDOW_S, RoomView
+from waitroom.settings import Settings
 
 BATCH = 1000
 T0_MS = 1_800_000_000_000  # any fixed epoch: the scripts only compare times
 
 
 def _script(client: SyncClient, name: str) -> Any:
-    source = resources.files("waitroom").joinpath("lua", name).read_text(encoding="utf-8")
+    source = resources.files("waitroom.line").joinpath("lua", name).read_text(encoding="utf-8")
     return client.register_script(source)
 
 

@@ -35,11 +35,11 @@ from typing import Any
 
 import aiohttp
 
-from lookup import sample
 from stress.stack import free_port, sample_db
-from waitroom.embedded_redis import EmbeddedRedis
-from waitroom.processes import die_with_parent, stop_group
-from waitroom.store import connect_sync
+from waitroom.devtools.embedded_redis import EmbeddedRedis
+from waitroom.line.store import connect_sync
+from waitroom.lookup import sample
+from waitroom.shared.processes import die_with_parent, stop_group
 
 ROOT = Path(__file__).resolve().parent
 REPORTS = ROOT / "reports"

@@ -18,12 +18,12 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from lookup import sample
 from stress import arrivals, plots, report
 from stress.crowd import Crowd
 from stress.run import Outcome, one
 from stress.stack import sample_db
 from stress.student import Behaviour
+from waitroom.lookup import sample
 
 # Through the waiting room, admission just under what the origin can do: students
 # admitted together do not arrive evenly, and the origin's backlog absorbs the rest.

@@ -4,7 +4,7 @@
 gateway, each server in its own process through the real CLI; ``waitroom=False``
 runs the lookup backend alone in standalone mode (the result site without a waiting
 room). With ``capacity`` the backend is the legacy origin (``waitroom lookup serve
---capacity``, ``lookup/capacity.py``): a result site of fixed size that fails as
+--capacity``, ``waitroom/lookup/capacity.py``): a result site of fixed size that fails as
 real ones do, whose own counters :meth:`Stack.origin_counters` reads. Every
 process is stopped on exit, its workers too (own process group), and dies with this
 one. With ``pin`` the servers share core 0 and the caller keeps the other cores for
@@ -27,11 +27,11 @@ import urllib.request
 from pathlib import Path
 from types import TracebackType
 
-from lookup import sample
-from lookup.importer import import_csv
 from stress.student import Target
-from waitroom.embedded_redis import EmbeddedRedis
-from waitroom.processes import die_with_parent, stop_group
+from waitroom.devtools.embedded_redis import EmbeddedRedis
+from waitroom.lookup import sample
+from waitroom.lookup.importing.importer import import_csv
+from waitroom.shared.processes import die_with_parent, stop_group
 
 ROOT = Path(__file__).resolve().parent
 CACHE = ROOT / ".cache"

@@ -29,11 +29,11 @@ from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any, cast
 
 from stress import plain_app
-from waitroom.app import create_app
-from waitroom.config import Settings
-from waitroom.embedded_redis import EmbeddedRedis
-from waitroom.rawasgi import ASGIApp
-from waitroom.tickets import TICKET_COOKIE
+from waitroom.devtools.embedded_redis import EmbeddedRedis
+from waitroom.gateway.app import create_app
+from waitroom.room.tickets import TICKET_COOKIE
+from waitroom.settings import Settings
+from waitroom.shared.rawasgi import ASGIApp
 
 Call = Callable[[], Awaitable[None]]
 HEADERS = [

@@ -30,9 +30,9 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlencode
 
-from lookup import sample
 from stress.httpclient import Browser, HttpError, Response, client_address
 from stress.record import Recorder, Student
+from waitroom.lookup import sample
 
 HTML = {"Accept": "text/html,application/xhtml+xml"}
 JSON = {"Accept": "application/json"}

@@ -1,6 +1,6 @@
 """Shared fixtures: a real Redis-compatible server for the whole run.
 
-The server is the embedded one (waitroom.embedded_redis) on a private unix socket,
+The server is the embedded one (waitroom.devtools.embedded_redis) on a private unix socket,
 or the server named by WAITROOM_TEST_REDIS_URL. Each test gets a flushed database.
 """
 
@@ -13,10 +13,10 @@ import pytest
 import redis
 import redis.asyncio as aioredis
 
-from waitroom.embedded_redis import EmbeddedRedis
-from waitroom.queue import connect
+from waitroom.devtools.embedded_redis import EmbeddedRedis
+from waitroom.line.state import connect
 
-pytest_plugins = ("tests.e2e",)
+pytest_plugins = ("tests.support.e2e",)
 
 
 @pytest.fixture(scope="session")

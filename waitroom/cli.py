@@ -9,9 +9,10 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-from waitroom.config import ENV_PREFIX, FILE_SUFFIX, Settings, parse_rate
 from waitroom.errors import WaitroomError
-from waitroom.store import topology_of
+from waitroom.line.store import topology_of
+from waitroom.settings import Settings, parse_rate
+from waitroom.shared.secret_settings import ENV_PREFIX, FILE_SUFFIX
 
 # Flags of `waitroom serve`: each maps to the Settings field of the same name.
 _SERVE_FLAGS: tuple[tuple[str, type, str], ...] = (
@@ -102,14 +103,14 @@ def build_parser() -> argparse.ArgumentParser:
     order.add_argument("--last", type=int, required=True, help="last pre-queue position")
     order.set_defaults(run=_release_order)
 
-    from lookup.cli import register as register_lookup
+    from waitroom.lookup.cli import register as register_lookup
 
     register_lookup(commands)
     return parser
 
 
 def _serve(args: argparse.Namespace) -> int:
-    from waitroom import server
+    from waitroom.shared import server
 
     overrides: dict[str, Any] = {}
     for flag, _, _ in _SERVE_FLAGS:
@@ -135,7 +136,7 @@ def _serve(args: argparse.Namespace) -> int:
         file=sys.stderr,
     )
     return server.run(
-        "waitroom.asgi:app",
+        "waitroom.gateway.asgi:app",
         host=settings.host,
         port=settings.port,
         workers=settings.workers,
@@ -151,7 +152,7 @@ def _rate_text(settings: Settings) -> str:
 
 
 def _demo(args: argparse.Namespace) -> int:
-    from waitroom import demo
+    from waitroom.devtools import demo
 
     return demo.run(
         port=args.port,
@@ -165,7 +166,7 @@ def _demo(args: argparse.Namespace) -> int:
 def _hash_password(args: argparse.Namespace) -> int:
     import getpass
 
-    from waitroom.passwords import hash_password
+    from waitroom.shared.passwords import hash_password
 
     if sys.stdin.isatty():
         password = getpass.getpass("Admin password: ")
@@ -185,7 +186,7 @@ def _hash_password(args: argparse.Namespace) -> int:
 
 
 def _release_order(args: argparse.Namespace) -> int:
-    from waitroom import release
+    from waitroom.line import release
 
     first, last = args.first, args.last
     if first < 1 or last < first:

@@ -40,3 +40,28 @@ class BackendUnavailable(WaitroomError):
     def __init__(self, url: str, detail: str) -> None:
         self.url = url
         super().__init__(f"lookup backend at {url} unavailable: {detail}")
+
+
+class AdmissionError(WaitroomError):
+    """An admission token was refused; the subclasses say why.
+
+    Raised by ``waitroom.shared.admission``, which both servers use: the gateway
+    signs the header, the lookup backend (or any origin) checks it.
+    """
+
+
+class AdmissionMissing(AdmissionError):
+    """The request carried no admission token."""
+
+
+class AdmissionExpired(AdmissionError):
+    """The token was signed by a known key but is older than the allowed age."""
+
+    def __init__(self, age_s: float, max_age_s: int) -> None:
+        self.age_s = age_s
+        self.max_age_s = max_age_s
+        super().__init__(f"admission token expired: {age_s:.1f} s old, limit {max_age_s} s")
+
+
+class AdmissionInvalid(AdmissionError):
+    """The token was malformed or not signed by any of the configured keys."""

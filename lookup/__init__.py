@@ -1,1 +1,0 @@
-"""lookup: the lean result-lookup backend that sits behind the waiting room."""

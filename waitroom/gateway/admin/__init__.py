@@ -1,0 +1,1 @@
+"""The admin page: the blueprint and its login, sessions and CSRF."""

@@ -1,0 +1,1 @@
+"""Importing a board's CSV file: its format, the checks on every row, the swap."""

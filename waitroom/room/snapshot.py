@@ -1,0 +1,399 @@
+"""Each worker's cached view of its room, refreshed a few times a second.
+
+This is what makes waiting cheap: a waiting student's status check compares the
+position in their signed ticket with the frontier held here, with no Redis round
+trip. One worker costs Redis one pipelined read per ``refresh_interval_s``
+whatever the size of the crowd.
+
+The view also pre-renders the public queue state (JSON body and ETag), so the
+lean ASGI layer answers it by copying bytes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import logging
+import math
+import time
+from collections import deque
+from dataclasses import dataclass
+
+from waitroom.errors import StoreUnavailable
+from waitroom.line import release
+from waitroom.line.state import Queue, RoomState
+from waitroom.line.store import drop_idle_connections
+from waitroom.settings import Settings
+
+log = logging.getLogger(__name__)
+
+# How far back the achieved admission rate is measured.
+RATE_WINDOW_S = 30.0
+# A poll far from the front waits a quarter of the wait at today's rate, so a rate up
+# to four times faster still finds the student in time, and at most a minute. While
+# the auto rate climbs (x1.5 a step, about twenty times its start within a minute) a
+# minute's sleep misses the admission by half a minute: the seed's polling delay was
+# p90 9.6 s, p99 23 s, and the origin's load trailed admission by as much, which
+# the search misread. Then polls wait at most CLIMBING_POLL_MAX_S, in which a climb
+# raises the rate by less than four times (pinned in tests/test_governor.py).
+POLL_MAX_S = 60.0
+CLIMBING_POLL_MAX_S = 15.0
+# Less history than this and the configured rate is the better estimate.
+RATE_MIN_SPAN_S = 5.0
+# A worker that never saw the line waits this long after Redis returns before it
+# starts a new line in an empty Redis (see ``restore``).
+RESTORE_GRACE_S = 5.0
+
+
+@dataclass(frozen=True)
+class Estimate:
+    """Estimated wait for someone ``ahead`` places from the front, as a range."""
+
+    ahead: int
+    low_s: int
+    high_s: int
+
+    @property
+    def mid_s(self) -> int:
+        return (self.low_s + self.high_s) // 2
+
+
+@dataclass(frozen=True, slots=True)
+class StatusBasis:
+    """What a waiting student's status check needs of the view, worked out once per
+    refresh (and again when the view's health changes), so that the check itself
+    only compares their place with it (``waitroom.room.estimate.status_reply``).
+    """
+
+    state: RoomState
+    healthy: bool
+    frontier: int
+    # People per second the line moves at now (0 while paused): the estimate's rate.
+    rate: float
+    # The rate poll intervals are judged by: never 0 (``RoomView.poll_interval``).
+    poll_rate: float
+    poll_max_s: float
+    refresh_interval_s: float
+    pacer_tick_s: float
+    # Positions above release_base need ``place_of`` when a release is scheduled.
+    release_at_ms: int | None
+    release_base: int
+    # The pass-through mode (or a negative frontier, which no script makes):
+    # ``standing`` answers those itself.
+    irregular: bool
+    # The end of a status answer's JSON, the same for every ticket until the next
+    # refresh: ``,"paused":…,"reconnecting":…,"updated_at":…}``.
+    json_tail: bytes
+    updated_at: float
+
+
+class RoomView:
+    def __init__(self, queue: Queue, settings: Settings) -> None:
+        self.queue = queue
+        self.settings = settings
+        self.state: RoomState | None = None
+        self.healthy = False
+        self.updated_at = 0.0  # wall clock of the last successful read
+        # (monotonic, admitted, waiting, seq) per successful read
+        self._samples: deque[tuple[float, int, int, int]] = deque()
+        self._unreachable_seen_at: float | None = None
+        self._rate = self.capacity_rate()
+        self.state_body = b"{}"
+        self.state_etag = '"0"'
+        self._outage_logged = False
+        self._basis: StatusBasis | None = None
+
+    # -- refreshing -------------------------------------------------------------
+
+    async def refresh(self) -> RoomState | None:
+        try:
+            state = await self.queue.read()
+            if state is None:
+                await self.restore()
+                state = await self.queue.read()
+            elif self._behind(state):
+                await self.catch_up(state)
+                state = await self.queue.read()
+        except StoreUnavailable as exc:
+            if self.healthy and self.state is not None:
+                self.healthy = False
+                self._render_public_state()  # tell pollers the numbers are frozen
+            self.healthy = False
+            self._unreachable_seen_at = time.monotonic()
+            if not self._outage_logged:
+                log.warning("waitroom: %s; serving last known state", exc)
+                self._outage_logged = True
+            return self.state
+        if state is None:  # waiting for a worker that remembers the line (restore)
+            return self.state
+        if self._outage_logged:
+            log.warning("waitroom: redis reachable again")
+            self._outage_logged = False
+            # Idle connections opened before the outage are dead; the next join,
+            # spend or count to pick one would fail (and a spend or count fail open).
+            await drop_idle_connections(self.queue.client)
+        self._observe(state)
+        return state
+
+    async def restore(self) -> None:
+        """Recreate the room's state in an empty Redis from what this worker last saw.
+
+        Places already handed out keep their meaning (same epoch, same positions),
+        and the frontier does not jump, so nobody is admitted early or stranded.
+        """
+        last = self.state
+        if last is None:
+            # This worker never saw the line. If Redis was unreachable until just now,
+            # it may have come back empty: give workers that remember the line a
+            # moment to restore it rather than start a new one that voids every ticket.
+            since = self._unreachable_seen_at
+            if since is not None and time.monotonic() - since < RESTORE_GRACE_S:
+                return
+            created = await self.queue.init()
+        else:
+            # Places issued since our last read are unknown: skip past them rather
+            # than hand any place out twice.
+            seq = last.seq + self._slack()
+            created = await self.queue.init(
+                seq, last.frontier, last.epoch, released_n=last.released_n, config=last.config
+            )
+        if created and last is not None:
+            log.warning(
+                "waitroom: room %r had no state in redis; restored seq=%d frontier=%d",
+                self.settings.room,
+                seq,
+                last.frontier,
+            )
+
+    def _behind(self, state: RoomState) -> bool:
+        """Whether Redis holds this line as it was before what this worker saw: a
+        replica promoted before it had the primary's last writes."""
+        last = self.state
+        if last is None or state.epoch != last.epoch:
+            return False
+        lost_release = (
+            last.released_n is not None
+            and state.released_n is None
+            and state.release_at_ms is not None
+        )
+        return state.seq < last.seq or state.frontier < last.frontier or lost_release
+
+    async def catch_up(self, state: RoomState) -> None:
+        """Move the line back up to what this worker saw: a place issued is never
+        issued again, an admission shown is never taken back."""
+        last = self.state
+        assert last is not None
+        # Joins confirmed by a replica (WAIT) are all on the promoted one: a place
+        # this worker saw but the replica lacks was never answered. Without WAIT,
+        # places may have been issued since this worker's last read: skip past them.
+        seq = last.seq if self.queue.replicas is not None else last.seq + self._slack()
+        skipped, restored = await self.queue.catch_up(
+            last.epoch, seq, last.frontier, last.released_n
+        )
+        if skipped or restored:
+            log.warning(
+                "waitroom: room %r in redis was behind what this worker saw (a failover "
+                "to a replica that lacked the last writes?): %d place(s) skipped, "
+                "%d admission(s) restored",
+                self.settings.room,
+                skipped,
+                restored,
+            )
+
+    def _slack(self) -> int:
+        """Places that may have been issued between our last read and the reset."""
+        if len(self._samples) < 2:
+            return 10
+        t0, _, _, seq0 = self._samples[0]
+        t1, _, _, seq1 = self._samples[-1]
+        joins_per_s = max(0.0, (seq1 - seq0) / max(t1 - t0, 0.001))
+        return 10 + math.ceil(joins_per_s * 2 * self.settings.refresh_interval_s)
+
+    def _observe(self, state: RoomState) -> None:
+        now = time.monotonic()
+        previous = self.state
+        # A new line, or a restored one whose admission count started again at 0:
+        # the old samples would measure a negative rate.
+        if previous is not None and (
+            state.epoch != previous.epoch or state.admitted < previous.admitted
+        ):
+            self._samples.clear()
+        self.state = state
+        self.healthy = True
+        self.updated_at = time.time()
+        self._samples.append((now, state.admitted, state.waiting, state.seq))
+        while self._samples and now - self._samples[0][0] > RATE_WINDOW_S:
+            self._samples.popleft()
+        self._rate = self._measure_rate()
+        self._basis = None
+        self._render_public_state()
+
+    async def run(self) -> None:
+        """Refresh forever (until cancelled); a failed refresh never ends the loop."""
+        while True:
+            try:
+                await self.refresh()
+            except Exception:
+                log.exception("waitroom: refreshing the room's view failed")
+                self.healthy = False
+            if stop_requested():
+                raise asyncio.CancelledError
+            await asyncio.sleep(self.settings.refresh_interval_s)
+
+    def pass_ttl_s(self) -> int:
+        return self.state.pass_ttl_s if self.state else self.settings.pass_ttl_s
+
+    # -- estimates --------------------------------------------------------------
+
+    def capacity_rate(self) -> float:
+        """The admission rate the room can sustain: the rate, or the cap's turnover."""
+        s = self.state
+        rate = s.admission_rate if s else self.settings.rate
+        cap = s.max_active if s else self.settings.max_active
+        return min(rate, cap / self.settings.active_window_s)
+
+    def admission_rate(self) -> float:
+        """People per second that the line moves at now (worked out once per refresh)."""
+        return self._rate
+
+    def _measure_rate(self) -> float:
+        """The achieved rate over the last half minute while people were waiting, else
+        what the room can sustain; zero while admission is paused.
+        """
+        s = self.state
+        if s is not None and s.held:
+            return 0.0
+        capacity = self.capacity_rate()
+        if len(self._samples) >= 2:
+            t0, admitted0, waiting0, _ = self._samples[0]
+            t1, admitted1, _, _ = self._samples[-1]
+            span = t1 - t0
+            # Only a window with a line throughout says how fast the line moves;
+            # an idle room admits at the arrival rate, which says nothing. A line
+            # that did not move at all (the cap full) is no news either.
+            if span >= RATE_MIN_SPAN_S and waiting0 > 0 and admitted1 > admitted0:
+                return min((admitted1 - admitted0) / span, capacity * 1.05)
+        return capacity
+
+    def estimate(self, position: int) -> Estimate | None:
+        """Wait estimate for ``position``; None while admission is paused.
+
+        ``estimate.status_reply`` works the same out from the ``StatusBasis``.
+        """
+        frontier = self.state.frontier if self.state else 0
+        ahead = max(0, position - frontier - 1)
+        rate = self.admission_rate()
+        if rate <= 0:
+            return None
+        expected = (ahead + 1) / rate
+        # The pacer ticks a few times a second and the view lags one refresh: the
+        # low end cannot beat that; the high end leaves room for a slower backend.
+        low = max(0.0, expected * 0.9 - self.settings.refresh_interval_s)
+        high = expected * 1.2 + self.settings.refresh_interval_s + self.settings.pacer_tick_s
+        return Estimate(ahead, int(low), max(1, int(high + 0.999)))
+
+    def poll_interval(self, ahead: int) -> float:
+        """Seconds until this student should ask again, before jitter.
+
+        Far from the front: rarely (up to a minute); near it: every couple of
+        seconds, so nobody loses time at the front while the crowd's polls stay few.
+        ``estimate.status_reply`` works the same out from the ``StatusBasis``.
+        """
+        rate = self.admission_rate() or self.capacity_rate()
+        seconds_to_front = ahead / max(rate, 0.001)
+        return min(self.poll_max_s(), max(2.0, seconds_to_front / 4))
+
+    def poll_max_s(self) -> float:
+        """The longest a waiting student's poll waits (``POLL_MAX_S``)."""
+        climbing = self.state is not None and self.state.climbing
+        return CLIMBING_POLL_MAX_S if climbing else POLL_MAX_S
+
+    def status_basis(self) -> StatusBasis | None:
+        """This refresh's basis for status checks; None while the state is unknown.
+
+        Built on first use after a refresh, and again whenever ``state`` or
+        ``healthy`` no longer match it, whoever changed them.
+        """
+        basis = self._basis
+        if basis is None or basis.state is not self.state or basis.healthy != self.healthy:
+            basis = self._basis = self._make_basis()
+        return basis
+
+    def _make_basis(self) -> StatusBasis | None:
+        s = self.state
+        if s is None:
+            return None
+        # The same numbers as ``estimate`` and ``poll_interval`` and ``standing``.
+        rate = self.admission_rate()
+        paused = s.held
+        stale = not self.healthy
+        tail = b',"paused":%s,"reconnecting":%s,"updated_at":%d}' % (
+            b"true" if paused else b"false",
+            b"true" if stale else b"false",
+            int(self.updated_at),
+        )
+        return StatusBasis(
+            state=s,
+            healthy=self.healthy,
+            frontier=s.frontier,
+            rate=rate,
+            poll_rate=max(rate or self.capacity_rate(), 0.001),
+            poll_max_s=self.poll_max_s(),
+            refresh_interval_s=self.settings.refresh_interval_s,
+            pacer_tick_s=self.settings.pacer_tick_s,
+            release_at_ms=s.release_at_ms,
+            release_base=s.release_base,
+            irregular=s.mode == "pass-through" or s.frontier < 0,
+            json_tail=tail,
+            updated_at=self.updated_at,
+        )
+
+    # -- public state -----------------------------------------------------------
+
+    def _render_public_state(self) -> None:
+        s = self.state
+        assert s is not None
+        rate = round(self.admission_rate(), 3)
+        body = {
+            "room": self.settings.room,
+            "epoch": s.epoch,
+            "frontier": s.frontier,
+            "last_position": s.seq,
+            "waiting": s.waiting,
+            "rate": rate,
+            "paused": s.held,
+            # The page's polls wait at most this long (POLL_MAX_S).
+            "poll_max_s": self.poll_max_s(),
+            # Frozen numbers while Redis is unreachable: the page says "reconnecting".
+            "stale": not self.healthy,
+            "banner": dict(s.banner),
+        }
+        if s.release_at_ms is not None:
+            body["release"] = release_info(s)
+        self.state_body = json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode()
+        digest = hashlib.blake2b(self.state_body, digest_size=8).hexdigest()
+        self.state_etag = f'"{digest}"'
+
+
+def release_info(s: RoomState) -> dict[str, object]:
+    """What anyone may know of a scheduled release: the seed only once it is too late
+    to use it (after the release), before that a commitment to it."""
+    info: dict[str, object] = {"at_ms": s.release_at_ms, "prequeue_from": s.release_base + 1}
+    if s.released_n is None:
+        info["seed_sha256"] = release.commitment(s.release_seed)
+    else:
+        info["prequeue_to"] = s.released_n
+        info["seed"] = s.release_seed
+    return info
+
+
+def stop_requested() -> bool:
+    """Whether this task was asked to stop while a Redis call was in flight.
+
+    redis-py can turn a cancellation that arrives mid-command into a connection
+    error, which this loop survives by design; without this check the stop is lost
+    and the server's shutdown waits for the loop forever.
+    """
+    task = asyncio.current_task()
+    return task is not None and task.cancelling() > 0
