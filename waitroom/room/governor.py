@@ -23,7 +23,8 @@ counts).
   their admission, and a raise is judged on a whole window after that). Healthy:
   p95 under the target and under ``KNEE_FACTOR`` times the lowest healthy p95 of
   the last ``BASELINE_S`` (a worker pool past its capacity queues: its latency
-  climbs, then it answers 5xx), errors under theirs. At the knee admission is cut
+  climbs, then it answers 5xx), errors under theirs; trouble the window still
+  remembers but the newest second no longer shows is over. At the knee admission is cut
   so the backend's queue drains, and what the backend answered a second while
   saturated becomes its capacity, counted in lookups (what a result site is sized
   by; its pages cost it little), not the rate that was set. The search then holds
@@ -31,8 +32,9 @@ counts).
   brings (measured from what is sent, no-shows included: no no-show factor).
   After ``PROBE_AFTER_S`` healthy it probes upward in small steps, so a capacity
   that grows is found, and goes back to the hold when the backend, sent more, no
-  longer answers more. A slowdown is cut at once to what the backend answers now;
-  a latency blip in which it kept up with what it was sent changes no capacity.
+  longer answers more and falls behind. A slowdown is cut at once to what the
+  backend answers now; a burst in which it kept up with what it was sent changes
+  no capacity, and its drain is sized by the capacity, not by the burst.
 
 Decisions live in the room's state (``govern.lua``) with a reason in words that
 the admin page shows and a kind from a fixed set that ``/metrics`` counts; the
