@@ -1,79 +1,64 @@
 """The room's line in Redis: join, pace (advance the frontier), read the state.
 
-Each atomic step is one Lua script from ``waitroom/line/lua/`` (``waitroom.line.store.Script``:
-EVALSHA, and EVAL after a server restart or a failover). Joins, ticket trades and
-admin changes are answered only once the replicas asked for hold them
-(``waitroom.line.store.Replicas``). redis-py errors become ``StoreUnavailable`` so
+Each atomic step is one Lua script of the registry (``waitroom.line.scripts``: loaded
+once, its reply typed there). Joins, ticket trades and admin changes are answered
+only once the replicas asked for hold them (``waitroom.line.store.Replicas``).
+redis-py errors become ``StoreUnavailable`` (``waitroom.line.store.guard``) so
 callers deal with one exception and the cause stays chained.
+
+``Queue`` reads only ``LineSettings``, which the caller builds
+(``waitroom.settings.Settings.line``): this layer never sees the whole settings.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
-import math
 import secrets
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from waitroom.line import release
 from waitroom.line.keys import RoomKeys
-from waitroom.line.store import Client, Replicas, Script, connect, guard, topology_of
-from waitroom.settings import Settings
+from waitroom.line.scripts import (
+    ADVANCE,
+    CATCH_UP,
+    CONFIGURE,
+    GOVERN,
+    INIT,
+    JOIN,
+    SPEND,
+    Configured,
+    Joined,
+    Refused,
+    Script,
+    Tick,
+    text,
+)
+from waitroom.line.store import Client, Replicas, connect, guard
 from waitroom.shared.languages import LANGUAGES
 from waitroom.shared.paths import EVERYTHING
 
-__all__ = ["Client", "Queue", "RoomState", "connect"]
+__all__ = [
+    "Client",
+    "Configured",
+    "Joined",
+    "LineSettings",
+    "Queue",
+    "Refused",
+    "RoomState",
+    "Tick",
+    "connect",
+]
 
 T = TypeVar("T")
-
-JOIN = Script("join.lua")
-ADVANCE = Script("advance.lua")
-INIT = Script("init.lua")
-CATCH_UP = Script("catch_up.lua")
-CONFIGURE = Script("configure.lua")
-SPEND = Script("spend.lua")
-GOVERN = Script("govern.lua")
 
 # Room-wide counters (the metrics hash) outlive any quiet spell of a result season.
 METRICS_TTL_S = 30 * 86400
 # With the auto rate on, admission runs at this until the governor's first
 # decision: a rate no backend worth the name fails at.
 AUTO_START_RATE = 5.0
-
-
-@dataclass(frozen=True)
-class Joined:
-    position: int
-    frontier: int
-    admitted: bool
-    epoch: str
-
-
-@dataclass(frozen=True)
-class Refused:
-    """An arrival over a per-client join limit: no place, try again in ``wait_s``."""
-
-    wait_s: int
-
-
-@dataclass(frozen=True)
-class Configured:
-    ok: bool
-    changed: int = 0
-    reason: str = ""
-    frontier: int = 0
-    size: int = 0
-
-
-@dataclass(frozen=True)
-class Tick:
-    holder: bool
-    frontier: int = 0
-    seq: int = 0
-    advanced: int = 0
-    active: int = 0
 
 
 @dataclass(frozen=True)
@@ -193,26 +178,48 @@ def new_epoch() -> str:
     return secrets.token_hex(4)
 
 
+@dataclass(frozen=True)
+class LineSettings:
+    """What the line reads of the settings; ``waitroom.settings.Settings.line`` builds
+    it. The admin's controls (rate, rate_auto, max_active, pass_ttl_s,
+    protected_paths) are only defaults here: the config hash overrides them."""
+
+    room: str
+    rate: float
+    rate_auto: bool
+    max_active: int
+    pass_ttl_s: int
+    protected_paths: str
+    active_window_s: int
+    ticket_ttl_s: int
+    pacer_lease_s: float
+    join_limit: int
+    join_window_s: int
+    prequeue_join_limit: int
+    # Replicas that must hold a join, trade or admin change before it is answered
+    # (resolved: 0 for none), and how long to wait for them.
+    wait_replicas: int = 0
+    wait_timeout_ms: int = 500
+
+
 class Queue:
-    def __init__(self, client: Client, settings: Settings) -> None:
+    def __init__(self, client: Client, settings: LineSettings) -> None:
         self.client = client
         self.settings = settings
         self.keys = RoomKeys(settings.room)
         self._key_ttl = str(2 * settings.ticket_ttl_s)
         self._active_ms = str(settings.active_window_s * 1000)
-        top = topology_of(settings)
         # The writes a failover must not lose: a join (its places), a trade (its
         # marker), an admin's change. None when no replica is asked for.
         self.replicas = (
-            Replicas(top.wait_replicas, top.wait_timeout_ms) if top.wait_replicas else None
+            Replicas(settings.wait_replicas, settings.wait_timeout_ms)
+            if settings.wait_replicas
+            else None
         )
 
-    async def _call(self, operation: str, fn: Callable[[], Awaitable[T]]) -> T:
-        return await guard(self.client, operation, fn())
-
     async def _run(
-        self, script: Script, keys: Sequence[str], args: Sequence[Any], *, durable: bool = False
-    ) -> Any:
+        self, script: Script[T], keys: Sequence[str], args: Sequence[Any], *, durable: bool = False
+    ) -> T:
         replicas = self.replicas if durable else None
         return await script(self.client, keys, args, replicas=replicas)
 
@@ -255,49 +262,27 @@ class Queue:
             s.join_window_s * 1000,
             s.prequeue_join_limit,
         ]
-        reply: list[Any] = await self._call(
-            "join", lambda: self._run(JOIN, keys, args, durable=True)
-        )
-        if len(reply) == 1:
-            return None
-        frontier, epoch = int(reply[0]), _text(reply[1])
-        out: list[Joined | Refused] = []
-        for raw in reply[2:]:
-            position = int(raw)
-            if position > 0:
-                out.append(Joined(position, frontier, position <= frontier, epoch))
-            else:
-                out.append(Refused(max(1, math.ceil(-position / 1000))))
-        return out
+        return await self._run(JOIN, keys, args, durable=True)
 
     async def tick(self, worker_id: str, now_ms: int | None = None) -> Tick | None:
         """One pacer step; None when the room has no state (call ``init``)."""
         k = self.keys
         s = self.settings
-        reply: list[Any] = await self._call(
-            "pacer tick",
-            lambda: self._run(
-                ADVANCE,
-                [k.state, k.active, k.config, k.lease],
-                [
-                    worker_id,
-                    int(s.pacer_lease_s * 1000),
-                    s.rate,
-                    s.max_active,
-                    self._active_ms,
-                    self._key_ttl,
-                    _clock(now_ms),
-                    "1" if s.rate_auto else "0",
-                    AUTO_START_RATE,
-                ],
-            ),
+        return await self._run(
+            ADVANCE,
+            [k.state, k.active, k.config, k.lease],
+            [
+                worker_id,
+                int(s.pacer_lease_s * 1000),
+                s.rate,
+                s.max_active,
+                self._active_ms,
+                self._key_ttl,
+                _clock(now_ms),
+                "1" if s.rate_auto else "0",
+                AUTO_START_RATE,
+            ],
         )
-        if reply[0] == -1:
-            return None
-        if reply[0] == 0:
-            return Tick(holder=False)
-        _, frontier, seq, advanced, active = (int(x) for x in reply)
-        return Tick(True, frontier, seq, advanced, active)
 
     async def init(
         self,
@@ -318,26 +303,19 @@ class Queue:
         args.append("" if released_n is None else released_n)
         for field, value in config:
             args += [field, value]
-        created = await self._call(
-            "init", lambda: self._run(INIT, [self.keys.state, self.keys.config], args, durable=True)
-        )
-        return bool(created)
+        return await self._run(INIT, [self.keys.state, self.keys.config], args, durable=True)
 
     async def catch_up(
         self, epoch: str, seq: int, frontier: int, released_n: int | None
     ) -> tuple[int, int]:
         """Move a line that went back (a replica promoted before it had the last
         writes) up to what a worker saw of it: (places skipped, admissions restored)."""
-        reply: list[Any] = await self._call(
-            "catch up",
-            lambda: self._run(
-                CATCH_UP,
-                [self.keys.state],
-                [epoch, seq, frontier, "" if released_n is None else released_n],
-                durable=True,
-            ),
+        return await self._run(
+            CATCH_UP,
+            [self.keys.state],
+            [epoch, seq, frontier, "" if released_n is None else released_n],
+            durable=True,
         )
-        return int(reply[0]), int(reply[1])
 
     async def configure(
         self, changes: dict[str, str], meta: dict[str, Any], audit_len: int
@@ -347,17 +325,11 @@ class Queue:
         args: list[Any] = [json.dumps(meta), audit_len, release.new_seed()]
         for field, value in changes.items():
             args += [field, value]
-        reply: list[Any] = await self._call(
-            "configure",
-            lambda: self._run(CONFIGURE, [k.config, k.audit, k.state], args, durable=True),
-        )
-        if int(reply[0]) == 1:
-            return Configured(True, changed=int(reply[1]))
-        return Configured(False, reason=_text(reply[1]), frontier=int(reply[2]), size=int(reply[3]))
+        return await self._run(CONFIGURE, [k.config, k.audit, k.state], args, durable=True)
 
     async def audit(self, count: int) -> list[dict[str, Any]]:
-        entries = await self._call(
-            "read audit", lambda: self.client.lrange(self.keys.audit, 0, count - 1)
+        entries = await guard(
+            self.client, "read audit", self.client.lrange(self.keys.audit, 0, count - 1)
         )
         return [json.loads(e) for e in entries]
 
@@ -369,10 +341,7 @@ class Queue:
         """``spend`` for many tickets in one round trip, in order."""
         keys = [self.keys.state, *(self.keys.spent(t) for t in ticket_ids)]
         ttl = self.settings.ticket_ttl_s
-        done: list[Any] = await self._call(
-            "spend tickets", lambda: self._run(SPEND, keys, [ttl], durable=True)
-        )
-        return [bool(int(d)) for d in done]
+        return await self._run(SPEND, keys, [ttl], durable=True)
 
     async def govern(
         self,
@@ -397,7 +366,7 @@ class Queue:
             kind,
             METRICS_TTL_S,
         ]
-        await self._call("govern", lambda: self._run(GOVERN, [k.state, k.metrics], args))
+        await self._run(GOVERN, [k.state, k.metrics], args)
 
     async def read(self) -> RoomState | None:
         """The room's state in one round trip; None when Redis holds none."""
@@ -410,11 +379,11 @@ class Queue:
                 result: list[Any] = await pipe.execute()
                 return result
 
-        state, config = await self._call("read state", fetch)
+        state, config = await guard(self.client, "read state", fetch())
         if not state:
             return None
-        s = {_text(a): _text(b) for a, b in state.items()}
-        c = {_text(a): _text(b) for a, b in config.items()}
+        s = {text(a): text(b) for a, b in state.items()}
+        c = {text(a): text(b) for a, b in config.items()}
         release_at = c.get("release_at")
         released_n = s.get("released_n")
         return RoomState(
@@ -454,7 +423,3 @@ def _number(value: Any) -> float | None:
 
 def _clock(now_ms: int | None) -> str:
     return "" if now_ms is None else str(now_ms)
-
-
-def _text(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)

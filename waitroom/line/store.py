@@ -32,13 +32,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
-import hashlib
 import logging
 import re
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from importlib import resources
-from typing import Any, TypeAlias, TypeVar
+from typing import TYPE_CHECKING, Any, TypeAlias, TypeVar
 from urllib.parse import unquote
 
 import redis
@@ -52,6 +50,9 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
 from waitroom.errors import ConfigError, StoreUnavailable
+
+if TYPE_CHECKING:
+    from waitroom.line.scripts import Script
 
 log = logging.getLogger(__name__)
 
@@ -426,37 +427,7 @@ async def guard(client: Client, operation: str, call: Awaitable[T]) -> T:
         raise StoreUnavailable(operation, f"{type(exc).__name__}: {exc}") from exc
 
 
-# -- scripts --------------------------------------------------------------------------
-
-
-def script_source(name: str) -> str:
-    return resources.files("waitroom.line").joinpath("lua", name).read_text(encoding="utf-8")
-
-
-class Script:
-    """One Lua script of ``waitroom/line/lua/``: sent as EVALSHA, and as EVAL with its source
-    when the server does not have it (a restart, a promoted replica), which caches it
-    there; routed by its first key on a cluster, like any keyed command."""
-
-    def __init__(self, name: str) -> None:
-        self.name = name
-        self.source = script_source(name)
-        self.sha = hashlib.sha1(self.source.encode(), usedforsecurity=False).hexdigest()
-
-    async def __call__(
-        self,
-        client: Client,
-        keys: Sequence[str],
-        args: Sequence[Any],
-        *,
-        replicas: Replicas | None = None,
-    ) -> Any:
-        if replicas is not None and replicas.wanted > 0:
-            return await replicas.run(client, self, keys, args)
-        try:
-            return await client.evalsha(self.sha, len(keys), *keys, *args)
-        except redis.exceptions.NoScriptError:
-            return await client.eval(self.source, len(keys), *keys, *args)
+# -- replicas -------------------------------------------------------------------------
 
 
 async def _pipeline(client: Client) -> tuple[Any, Any]:
@@ -518,7 +489,7 @@ class Replicas:
         self.on_unreplicated: Callable[[], None] | None = None
 
     async def run(
-        self, client: Client, script: Script, keys: Sequence[str], args: Sequence[Any]
+        self, client: Client, script: Script[Any], keys: Sequence[str], args: Sequence[Any]
     ) -> Any:
         target: dict[str, Any] = {}
         primary = ""
