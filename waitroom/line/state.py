@@ -8,6 +8,28 @@ callers deal with one exception and the cause stays chained.
 
 ``Queue`` reads only ``LineSettings``, which the caller builds
 (``waitroom.settings.Settings.line``): this layer never sees the whole settings.
+
+The rate, in few names (people admitted per second unless said otherwise):
+
+- ``rate``: the admin's ceiling (``WAITROOM_RATE``, the config hash's ``rate``; the
+  ``waitroom_rate_ceiling`` metric). With ``rate_auto`` on, the most the governor's
+  search may reach.
+- ``effective_rate``: the governor's decision as stored in the state hash (None:
+  none, follow the ceiling); ``AUTO_START_RATE`` stands in for it with the auto
+  rate on, until the first decision.
+- ``target_rate``: the governed rate, ``min(rate, effective_rate)``: what should
+  reach the backend (the ``waitroom_effective_rate`` metric and the admin page's
+  "target"; a telemetry sample's ``target_rate`` field is the ceiling, ``rate``,
+  a name the admin chart already reads).
+- ``noshow_factor``: the governor's make-up for admitted students who never come
+  (1..2, applied with a fixed rate only: the auto rate measures what arrives).
+- ``admission_rate``: what the pacer admits at, ``target_rate`` times the factor
+  (the ``waitroom_admission_rate`` metric).
+
+``admission_rate`` here is the one reference for that formula; ``advance.lua``
+works the same out in Redis and ``tests/line/test_scripts.py`` pins the two
+together. What the line is *measured* to move at is the room's affair
+(``waitroom.room.snapshot``).
 """
 
 from __future__ import annotations
@@ -137,18 +159,13 @@ class RoomState:
 
     @property
     def target_rate(self) -> float:
-        """The governed rate, before no-shows are made up."""
-        if self.rate_auto:
-            governed = AUTO_START_RATE if self.effective_rate is None else self.effective_rate
-            return min(self.rate, governed)
-        return self.rate if self.effective_rate is None else min(self.rate, self.effective_rate)
+        """The governed rate, before no-shows are made up (``target_rate``)."""
+        return target_rate(self.rate, self.effective_rate, self.rate_auto)
 
     @property
     def admission_rate(self) -> float:
-        """People per second the pacer admits now: the governed rate, no-shows made up."""
-        if self.rate_auto:
-            return self.target_rate
-        return self.target_rate * min(max(self.noshow_factor, 1.0), 2.0)
+        """People per second the pacer admits now (``admission_rate``)."""
+        return admission_rate(self.rate, self.effective_rate, self.noshow_factor, self.rate_auto)
 
     @property
     def climbing(self) -> bool:
@@ -172,6 +189,26 @@ class RoomState:
     def banner_text(self, lang: str) -> str:
         texts = dict(self.banner)
         return texts.get(lang) or texts.get("en", "")
+
+
+def target_rate(rate: float, effective_rate: float | None, rate_auto: bool) -> float:
+    """The governed rate: the governor's when below the admin's ceiling, and with
+    the auto rate on ``AUTO_START_RATE`` until the governor's first decision."""
+    if effective_rate is None and rate_auto:
+        effective_rate = AUTO_START_RATE
+    return rate if effective_rate is None else min(rate, effective_rate)
+
+
+def admission_rate(
+    rate: float, effective_rate: float | None, noshow_factor: float, rate_auto: bool
+) -> float:
+    """What the pacer admits at: the governed rate, no-shows made up (a factor held
+    to 1..2) unless the rate is auto, whose search measures what the backend gets.
+    The reference for ``advance.lua``'s copy."""
+    governed = target_rate(rate, effective_rate, rate_auto)
+    if rate_auto:
+        return governed
+    return governed * min(max(noshow_factor, 1.0), 2.0)
 
 
 def new_epoch() -> str:
