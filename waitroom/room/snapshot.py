@@ -370,22 +370,12 @@ class RoomView:
             "banner": dict(s.banner),
         }
         if s.release_at_ms is not None:
-            body["release"] = release_info(s)
+            body["release"] = release.public_info(
+                s.release_at_ms, s.release_seed, s.release_base, s.released_n
+            )
         self.state_body = json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode()
         digest = hashlib.blake2b(self.state_body, digest_size=8).hexdigest()
         self.state_etag = f'"{digest}"'
-
-
-def release_info(s: RoomState) -> dict[str, object]:
-    """What anyone may know of a scheduled release: the seed only once it is too late
-    to use it (after the release), before that a commitment to it."""
-    info: dict[str, object] = {"at_ms": s.release_at_ms, "prequeue_from": s.release_base + 1}
-    if s.released_n is None:
-        info["seed_sha256"] = release.commitment(s.release_seed)
-    else:
-        info["prequeue_to"] = s.released_n
-        info["seed"] = s.release_seed
-    return info
 
 
 def stop_requested() -> bool:
