@@ -11,7 +11,6 @@ lean ASGI layer answers it by copying bytes.
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import json
 import logging
@@ -25,6 +24,7 @@ from waitroom.line import release
 from waitroom.line.state import Queue, RoomState
 from waitroom.line.store import drop_idle_connections
 from waitroom.settings import Settings
+from waitroom.shared.loops import every
 
 log = logging.getLogger(__name__)
 
@@ -231,15 +231,16 @@ class RoomView:
 
     async def run(self) -> None:
         """Refresh forever (until cancelled); a failed refresh never ends the loop."""
-        while True:
-            try:
-                await self.refresh()
-            except Exception:
-                log.exception("waitroom: refreshing the room's view failed")
-                self.healthy = False
-            if stop_requested():
-                raise asyncio.CancelledError
-            await asyncio.sleep(self.settings.refresh_interval_s)
+        await every(
+            self.settings.refresh_interval_s,
+            self.refresh,
+            what="refreshing the room's view",
+            on_error=self._unhealthy,
+            logger=log,
+        )
+
+    def _unhealthy(self) -> None:
+        self.healthy = False
 
     def pass_ttl_s(self) -> int:
         return self.state.pass_ttl_s if self.state else self.settings.pass_ttl_s
@@ -376,14 +377,3 @@ class RoomView:
         self.state_body = json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode()
         digest = hashlib.blake2b(self.state_body, digest_size=8).hexdigest()
         self.state_etag = f'"{digest}"'
-
-
-def stop_requested() -> bool:
-    """Whether this task was asked to stop while a Redis call was in flight.
-
-    redis-py can turn a cancellation that arrives mid-command into a connection
-    error, which this loop survives by design; without this check the stop is lost
-    and the server's shutdown waits for the loop forever.
-    """
-    task = asyncio.current_task()
-    return task is not None and task.cancelling() > 0
