@@ -199,7 +199,6 @@ def _split_userinfo(netloc: str) -> tuple[str | None, str | None, str]:
 def _sentinel_url(url: str) -> Topology:
     rest = url[len(SENTINEL_SCHEME) :]
     netloc, _, path = rest.partition("/")
-    user, password, hosts = _split_userinfo(netloc)
     parts = [p for p in path.split("/") if p]
     if not parts or len(parts) > 2:
         raise ConfigError(
@@ -213,28 +212,21 @@ def _sentinel_url(url: str) -> Topology:
             _URL, _hidden(url), f"{master!r} is not a primary's name (A-Z, a-z, 0-9, ._-)"
         )
     db = _db(parts[1] if len(parts) == 2 else "0", url)
-    return Topology(
-        SENTINEL,
-        nodes=_nodes(hosts, _URL, _hidden(url)),
-        master=master,
-        db=db,
-        username=user,
-        password=password,
-    )
+    return _seeded(SENTINEL, url, netloc, _URL, master=master, db=db)
 
 
 def _cluster_url(url: str, rest: str, setting: str, *, ssl: bool = False) -> Topology:
     netloc, _, path = rest.partition("/")
-    user, password, hosts = _split_userinfo(netloc)
     if path.strip("/") not in ("", "0"):
         raise ConfigError(setting, _hidden(url), "a cluster has database 0 only")
-    return Topology(
-        CLUSTER,
-        nodes=_nodes(hosts, setting, _hidden(url)),
-        username=user,
-        password=password,
-        ssl=ssl,
-    )
+    return _seeded(CLUSTER, url, netloc, setting, ssl=ssl)
+
+
+def _seeded(kind: str, url: str, netloc: str, setting: str, **more: Any) -> Topology:
+    """A Sentinel or Cluster topology: its nodes and login from the URL's netloc."""
+    user, password, hosts = _split_userinfo(netloc)
+    nodes = _nodes(hosts, setting, _hidden(url))
+    return Topology(kind, nodes=nodes, username=user, password=password, **more)
 
 
 def _plain_parts(url: str) -> tuple[str | None, str | None, str, int]:
@@ -307,6 +299,15 @@ def connect(target: str | Topology, *, max_connections: int = 64) -> Client:
     no layer retries; the gateway's loops ask again by themselves.
     """
     top = _target(target)
+    # Sentinel's primary and the cluster's nodes alike: the login, and the timeouts.
+    login: dict[str, Any] = {
+        "username": top.username,
+        "password": top.password,
+        "ssl": top.ssl,
+        "health_check_interval": 10,
+        "socket_timeout": SOCKET_TIMEOUT_S,
+        "socket_connect_timeout": SOCKET_TIMEOUT_S,
+    }
     if top.kind == SENTINEL:
         sentinels = aiosentinel.Sentinel(  # type: ignore[no-untyped-call]
             list(top.nodes),
@@ -319,12 +320,7 @@ def connect(target: str | Topology, *, max_connections: int = 64) -> Client:
             max_connections=max_connections,
             timeout=2.0,
             db=top.db,
-            username=top.username,
-            password=top.password,
-            ssl=top.ssl,
-            health_check_interval=10,
-            socket_timeout=SOCKET_TIMEOUT_S,
-            socket_connect_timeout=SOCKET_TIMEOUT_S,
+            **login,
         )
         return client
     if top.kind == CLUSTER:
@@ -336,12 +332,7 @@ def connect(target: str | Topology, *, max_connections: int = 64) -> Client:
             retry=Retry(NoBackoff(), 0),
             # Per node; coalescing keeps a worker's use to about a dozen.
             max_connections=max_connections,
-            username=top.username,
-            password=top.password,
-            ssl=top.ssl,
-            health_check_interval=10,
-            socket_timeout=SOCKET_TIMEOUT_S,
-            socket_connect_timeout=SOCKET_TIMEOUT_S,
+            **login,
         )
     pool = aioredis.BlockingConnectionPool.from_url(
         top.url,
