@@ -29,7 +29,8 @@ The rate, in few names (people admitted per second unless said otherwise):
 ``admission_rate`` here is the one reference for that formula; ``advance.lua``
 works the same out in Redis and ``tests/line/test_scripts.py`` pins the two
 together. What the line is *measured* to move at is the room's affair
-(``waitroom.room.snapshot``).
+(``waitroom.room.snapshot.RoomView.line_rate``, the ``waitroom_admitted_per_second``
+metric).
 """
 
 from __future__ import annotations

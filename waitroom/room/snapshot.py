@@ -254,8 +254,9 @@ class RoomView:
         cap = s.max_active if s else self.settings.max_active
         return min(rate, cap / self.settings.active_window_s)
 
-    def admission_rate(self) -> float:
-        """People per second that the line moves at now (worked out once per refresh)."""
+    def line_rate(self) -> float:
+        """People per second that the line moves at now, as measured (worked out once
+        per refresh); not the pacer's ``RoomState.admission_rate``, which it follows."""
         return self._rate
 
     def _measure_rate(self) -> float:
@@ -284,7 +285,7 @@ class RoomView:
         """
         frontier = self.state.frontier if self.state else 0
         ahead = max(0, position - frontier - 1)
-        rate = self.admission_rate()
+        rate = self.line_rate()
         if rate <= 0:
             return None
         expected = (ahead + 1) / rate
@@ -301,7 +302,7 @@ class RoomView:
         seconds, so nobody loses time at the front while the crowd's polls stay few.
         ``estimate.status_reply`` works the same out from the ``StatusBasis``.
         """
-        rate = self.admission_rate() or self.capacity_rate()
+        rate = self.line_rate() or self.capacity_rate()
         seconds_to_front = ahead / max(rate, 0.001)
         return min(self.poll_max_s(), max(2.0, seconds_to_front / 4))
 
@@ -326,7 +327,7 @@ class RoomView:
         if s is None:
             return None
         # The same numbers as ``estimate`` and ``poll_interval`` and ``standing``.
-        rate = self.admission_rate()
+        rate = self.line_rate()
         paused = s.held
         stale = not self.healthy
         tail = b',"paused":%s,"reconnecting":%s,"updated_at":%d}' % (
@@ -355,7 +356,7 @@ class RoomView:
     def _render_public_state(self) -> None:
         s = self.state
         assert s is not None
-        rate = round(self.admission_rate(), 3)
+        rate = round(self.line_rate(), 3)
         body = {
             "room": self.settings.room,
             "epoch": s.epoch,
