@@ -23,6 +23,7 @@ from typing import Any
 from stress.record import Recorder, Student
 from stress.student import Behaviour, Journey, Target
 from waitroom.line.keys import RoomKeys
+from waitroom.line.state import admission_rate
 from waitroom.line.store import connect
 
 LINE_SAMPLE_S = 0.05
@@ -82,13 +83,10 @@ def students(crowd: Crowd) -> list[Student]:
 
 
 def governed(rate: float, effective: Any, noshow: Any) -> float:
-    """The pacer's aim, as advance.lua works it out: the governor's rate when lower
-    than the admin's, times the no-show factor (at most 2)."""
-    if effective is not None and float(effective) < rate:
-        rate = float(effective)
-    if noshow is not None and float(noshow) > 1:
-        rate *= min(float(noshow), 2.0)
-    return rate
+    """The pacer's aim, as advance.lua works it out (``waitroom.line.state.admission_rate``,
+    the fixed rate's: the governor's rate when lower, times the no-show factor)."""
+    factor = 1.0 if noshow is None else float(noshow)
+    return admission_rate(rate, None if effective is None else float(effective), factor, False)
 
 
 def _cpu_s() -> float:

@@ -34,8 +34,9 @@ from waitroom.devtools.embedded_ha import ClusterSet, SentinelSet
 from waitroom.devtools.embedded_redis import EmbeddedRedis
 from waitroom.errors import StoreUnavailable
 from waitroom.line.keys import RoomKeys
+from waitroom.line.scripts import COUNT, JOIN, SPEND
 from waitroom.line.state import Queue
-from waitroom.line.store import Client, connect, connect_sync, script_source
+from waitroom.line.store import Client, connect, connect_sync
 from waitroom.settings import Settings
 
 BLOCK = 32
@@ -74,7 +75,7 @@ async def wait_cost(rounds: int, seconds: float) -> dict[str, Any]:
     with SentinelSet() as ha:
         client = connect(ha.url)
         try:
-            queues = {w: Queue(client, settings(ha.url, w)) for w in (0, 1)}
+            queues = {w: Queue(client, settings(ha.url, w).line()) for w in (0, 1)}
             await queues[0].init()
 
             def steps(q: Queue) -> dict[str, Callable[[], Awaitable[int]]]:
@@ -143,7 +144,7 @@ async def _stream(
 async def _failover_round(
     client: Client, kill: Callable[[], None], promoted: Callable[[], Any], url: str
 ) -> dict[str, float]:
-    queue = Queue(client, settings(url))
+    queue = Queue(client, settings(url).line())
     await queue.init()
     log: list[tuple[float, bool]] = []
     stop = asyncio.Event()
@@ -214,9 +215,9 @@ def memory(students: int) -> dict[str, Any]:
     with EmbeddedRedis(maxmemory="4gb") as server:
         client = connect_sync(server.url)
         try:
-            spend = client.register_script(script_source("spend.lua"))
-            count = client.register_script(script_source("count.lua"))
-            join = client.register_script(script_source("join.lua"))
+            spend = SPEND.register(client)
+            count = COUNT.register(client)
+            join = JOIN.register(client)
             q = settings(server.url)
             client.hset(keys.state, mapping={"seq": 0, "frontier": 0, "epoch": "m"})
 

@@ -30,13 +30,13 @@ import time
 from array import array
 from collections import deque
 from dataclasses import dataclass, field
-from importlib import resources
 from typing import Any
 
 from stress import arrivals, plots, report
 from stress.analysis import percentiles
 from waitroom.devtools.embedded_ha import started
 from waitroom.line.keys import RoomKeys
+from waitroom.line.scripts import ADVANCE, INIT, JOIN, SPEND
 from waitroom.line.state import Queue, RoomState
 from waitroom.line.store import SyncClient, connect, connect_sync, is_cluster
 from waitroom.room.snapshot import RATE_MIN_SPAN_S, RATE_WINDOW_S, RoomView
@@ -44,11 +44,6 @@ from waitroom.settings import Settings
 
 BATCH = 1000
 T0_MS = 1_800_000_000_000  # any fixed epoch: the scripts only compare times
-
-
-def _script(client: SyncClient, name: str) -> Any:
-    source = resources.files("waitroom.line").joinpath("lua", name).read_text(encoding="utf-8")
-    return client.register_script(source)
 
 
 class SimQueue:
@@ -65,10 +60,10 @@ class SimQueue:
         self.keys = RoomKeys(settings.room)
         self.key_ttl = str(2 * settings.ticket_ttl_s)
         self.active_ms = str(settings.active_window_s * 1000)
-        self._join = _script(client, "join.lua")
-        self._advance = _script(client, "advance.lua")
-        self._init = _script(client, "init.lua")
-        self._spend = _script(client, "spend.lua")
+        self._join = JOIN.register(client)
+        self._advance = ADVANCE.register(client)
+        self._init = INIT.register(client)
+        self._spend = SPEND.register(client)
 
     def init(self, now_ms: int) -> None:
         k = self.keys
@@ -177,7 +172,7 @@ def run(sim: Simulation, redis_url: str) -> None:
     client = connect_sync(redis_url)
     q = SimQueue(client, s)
     # Only the view's estimate is used; its client never connects.
-    view = RoomView(Queue(connect(redis_url), s), s)
+    view = RoomView(Queue(connect(redis_url), s.line()), s)
     meter = RateMeter(view.capacity_rate())
     tick_ms = round(s.pacer_tick_s * 1000)
     q.init(T0_MS)

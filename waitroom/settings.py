@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from waitroom.errors import ConfigError
+from waitroom.line.state import LineSettings
 from waitroom.line.store import topology_of
 from waitroom.shared.passwords import check_hash_format
 from waitroom.shared.paths import EVERYTHING, RESULT_ROUTES, parse_rule
@@ -194,6 +195,26 @@ class Settings:
 
     def replace(self, **changes: Any) -> Settings:
         return dataclasses.replace(self, **changes)
+
+    def line(self) -> LineSettings:
+        """What the line in Redis reads (``waitroom.line.state.Queue``), and no more."""
+        top = topology_of(self)
+        return LineSettings(
+            room=self.room,
+            rate=self.rate,
+            rate_auto=self.rate_auto,
+            max_active=self.max_active,
+            pass_ttl_s=self.pass_ttl_s,
+            protected_paths=self.protected_paths,
+            active_window_s=self.active_window_s,
+            ticket_ttl_s=self.ticket_ttl_s,
+            pacer_lease_s=self.pacer_lease_s,
+            join_limit=self.join_limit,
+            join_window_s=self.join_window_s,
+            prequeue_join_limit=self.prequeue_join_limit,
+            wait_replicas=top.wait_replicas,
+            wait_timeout_ms=top.wait_timeout_ms,
+        )
 
     def to_env(self) -> dict[str, str]:
         """The settings as ``WAITROOM_*`` variables, for worker processes to read back."""

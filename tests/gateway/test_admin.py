@@ -461,7 +461,7 @@ async def test_target_ceiling_and_no_show_factor_agree_and_paused_is_on_every_ti
     async with gateway(**admin(rate=4.0)) as gw, student() as s:
         await wait_for_credit(gw.url)
         # The governor measured that 5 in 8 admitted students come: admit 1.6x.
-        queue = Queue(redis_client, make_settings("redis://unused"))
+        queue = Queue(redis_client, make_settings("redis://unused").line())
         await queue.govern(None, 1.6, "62% of admitted students came", time.time())
         assert await login(s, gw.url) == 303
         deadline = time.monotonic() + 3
@@ -518,7 +518,7 @@ async def test_the_admin_switches_the_auto_rate_on_and_off_and_each_switch_is_au
         assert body["governor_reason"].startswith("auto: starting at 8/s")
         # What the search found, as any gateway's page shows it.
         found = Search(phase="hold", since=time.time(), capacity=38.4, per_admission=2.0)
-        await Queue(redis_client, make_settings("redis://unused")).govern(
+        await Queue(redis_client, make_settings("redis://unused").line()).govern(
             16.3,
             None,
             "auto: found about 38 lookups/s; holding at 16.3/s",

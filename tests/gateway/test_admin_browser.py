@@ -151,7 +151,7 @@ async def test_the_tiles_agree_and_say_paused_everywhere_while_paused(
 ) -> None:
     errors = PageErrors()
     async with gateway(rate=3.0) as gw, chromium() as browser:
-        queue = Queue(redis_client, make_settings("redis://unused"))
+        queue = Queue(redis_client, make_settings("redis://unused").line())
         await queue.govern(None, 1.5, "67% of admitted students came", time.time())
         _, page = await new_page(browser, errors)
         await log_in(page, gw.url)

@@ -11,12 +11,14 @@ from tests.support.gateway_support import make_settings
 from waitroom.line.state import Queue, connect
 from waitroom.room.pacer import Pacer
 from waitroom.room.snapshot import RoomView
+from waitroom.settings import Settings
 
 
-async def _queue(client: aioredis.Redis, url: str, **overrides: object) -> Queue:
-    queue = Queue(client, make_settings(url, **overrides))
+async def _queue(client: aioredis.Redis, url: str, **overrides: object) -> tuple[Queue, Settings]:
+    settings = make_settings(url, **overrides)
+    queue = Queue(client, settings.line())
     await queue.init()
-    return queue
+    return queue, settings
 
 
 async def test_2000_concurrent_joins_get_unique_gap_free_positions(
@@ -25,7 +27,7 @@ async def test_2000_concurrent_joins_get_unique_gap_free_positions(
     # Two clients, as two gateway nodes would be.
     other = connect(redis_url)
     try:
-        q1 = await _queue(redis_client, redis_url)
+        q1, _ = await _queue(redis_client, redis_url)
         q2 = Queue(other, q1.settings)
         joins = [(q1 if i % 2 else q2).join() for i in range(2000)]
         results = await asyncio.gather(*joins)
@@ -39,8 +41,8 @@ async def test_2000_concurrent_joins_get_unique_gap_free_positions(
 async def test_idle_room_admits_at_once_but_a_burst_waits(
     redis_client: aioredis.Redis, redis_url: str
 ) -> None:
-    queue = await _queue(redis_client, redis_url, rate=5.0)
-    pacer = Pacer(queue, RoomView(queue, queue.settings), queue.settings)
+    queue, settings = await _queue(redis_client, redis_url, rate=5.0)
+    pacer = Pacer(queue, RoomView(queue, settings), settings)
     await pacer.step()
     await asyncio.sleep(1.1)  # one second of credit: up to 5 admissions at once
     await pacer.step()
@@ -53,7 +55,7 @@ async def test_idle_room_admits_at_once_but_a_burst_waits(
 async def test_nobody_admitted_when_the_room_has_no_credit(
     redis_client: aioredis.Redis, redis_url: str
 ) -> None:
-    queue = await _queue(redis_client, redis_url)
+    queue, _ = await _queue(redis_client, redis_url)
     joined = await queue.join()
     assert joined is not None and not joined.admitted and joined.position == 1
 
@@ -61,10 +63,10 @@ async def test_nobody_admitted_when_the_room_has_no_credit(
 async def test_frontier_never_passes_last_position_or_the_cap(
     redis_client: aioredis.Redis, redis_url: str
 ) -> None:
-    queue = await _queue(redis_client, redis_url, rate=1000.0, max_active=7)
+    queue, settings = await _queue(redis_client, redis_url, rate=1000.0, max_active=7)
     for _ in range(20):
         await queue.join()
-    pacer = Pacer(queue, RoomView(queue, queue.settings), queue.settings)
+    pacer = Pacer(queue, RoomView(queue, settings), settings)
     for _ in range(5):
         await pacer.step()
         await asyncio.sleep(0.05)
@@ -81,18 +83,18 @@ async def test_frontier_never_passes_last_position_or_the_cap(
 
 async def test_rate_accuracy_over_a_window(redis_client: aioredis.Redis, redis_url: str) -> None:
     rate = 40.0
-    queue = await _queue(redis_client, redis_url, rate=rate, max_active=100_000)
+    queue, settings = await _queue(redis_client, redis_url, rate=rate, max_active=100_000)
     async with redis_client.pipeline(transaction=False) as pipe:
         pipe.hset(queue.keys.state, "seq", 10_000)
         await pipe.execute()
-    pacer = Pacer(queue, RoomView(queue, queue.settings), queue.settings)
+    pacer = Pacer(queue, RoomView(queue, settings), settings)
     await pacer.step()
     start_state = await queue.read()
     assert start_state is not None
     started = time.monotonic()
     while time.monotonic() - started < 5.0:
         await pacer.step()
-        await asyncio.sleep(queue.settings.pacer_tick_s)
+        await asyncio.sleep(settings.pacer_tick_s)
     await pacer.step()
     elapsed = time.monotonic() - started
     end_state = await queue.read()
@@ -104,13 +106,13 @@ async def test_rate_accuracy_over_a_window(redis_client: aioredis.Redis, redis_u
 async def test_one_pacer_acts_and_another_takes_over(
     redis_client: aioredis.Redis, redis_url: str
 ) -> None:
-    queue = await _queue(redis_client, redis_url)
-    view = RoomView(queue, queue.settings)
-    first, second = Pacer(queue, view, queue.settings), Pacer(queue, view, queue.settings)
+    queue, settings = await _queue(redis_client, redis_url)
+    view = RoomView(queue, settings)
+    first, second = Pacer(queue, view, settings), Pacer(queue, view, settings)
     assert (await first.step()).holder  # type: ignore[union-attr]
     assert not (await second.step()).holder  # type: ignore[union-attr]
     # The holder dies: it stops renewing; the lease lapses within pacer_lease_s.
-    deadline = time.monotonic() + queue.settings.pacer_lease_s + 1
+    deadline = time.monotonic() + settings.pacer_lease_s + 1
     while time.monotonic() < deadline:
         tick = await second.step()
         if tick is not None and tick.holder:
@@ -121,11 +123,11 @@ async def test_one_pacer_acts_and_another_takes_over(
 
 
 async def test_paused_room_admits_nobody(redis_client: aioredis.Redis, redis_url: str) -> None:
-    queue = await _queue(redis_client, redis_url, rate=1000.0)
+    queue, settings = await _queue(redis_client, redis_url, rate=1000.0)
     for _ in range(5):
         await queue.join()
     await redis_client.hset(queue.keys.config, "paused", "1")
-    pacer = Pacer(queue, RoomView(queue, queue.settings), queue.settings)
+    pacer = Pacer(queue, RoomView(queue, settings), settings)
     await pacer.step()
     await asyncio.sleep(0.1)
     await pacer.step()
@@ -136,11 +138,11 @@ async def test_paused_room_admits_nobody(redis_client: aioredis.Redis, redis_url
 async def test_empty_redis_is_restored_from_a_workers_view(
     redis_client: aioredis.Redis, redis_url: str
 ) -> None:
-    queue = await _queue(redis_client, redis_url, rate=1000.0, max_active=3)
-    view = RoomView(queue, queue.settings)
+    queue, settings = await _queue(redis_client, redis_url, rate=1000.0, max_active=3)
+    view = RoomView(queue, settings)
     for _ in range(10):
         await queue.join()
-    pacer = Pacer(queue, view, queue.settings)
+    pacer = Pacer(queue, view, settings)
     await pacer.step()
     await asyncio.sleep(0.05)
     await pacer.step()
@@ -159,9 +161,9 @@ async def test_empty_redis_is_restored_from_a_workers_view(
 async def test_a_pacer_back_after_a_gap_admits_one_second_not_a_flood(
     redis_client: aioredis.Redis, redis_url: str
 ) -> None:
-    queue = await _queue(redis_client, redis_url, rate=10.0, max_active=100_000)
+    queue, settings = await _queue(redis_client, redis_url, rate=10.0, max_active=100_000)
     await redis_client.hset(queue.keys.state, mapping={"seq": 1000, "credit": 0})
-    pacer = Pacer(queue, RoomView(queue, queue.settings), queue.settings)
+    pacer = Pacer(queue, RoomView(queue, settings), settings)
     await pacer.step()
     # As after a takeover or an outage: the last tick was a minute ago.
     last = int(await redis_client.hget(queue.keys.state, "last_ms") or 0)
@@ -174,13 +176,13 @@ async def test_a_pacer_back_after_a_gap_admits_one_second_not_a_flood(
 async def test_pacer_and_view_outlive_redis_error_replies(
     redis_client: aioredis.Redis, redis_url: str
 ) -> None:
-    queue = await _queue(redis_client, redis_url, rate=100.0)
+    queue, settings = await _queue(redis_client, redis_url, rate=100.0)
     for _ in range(5):
         await queue.join()
     # A reply error (here WRONGTYPE; in life BUSY, MISCONF, TRYAGAIN...) on every tick.
     await redis_client.set(queue.keys.config, "not a hash")
-    view = RoomView(queue, queue.settings)
-    pacer = Pacer(queue, view, queue.settings)
+    view = RoomView(queue, settings)
+    pacer = Pacer(queue, view, settings)
     tasks = [asyncio.create_task(pacer.run()), asyncio.create_task(view.run())]
     try:
         await asyncio.sleep(0.3)
@@ -204,14 +206,14 @@ async def test_a_worker_that_never_saw_the_line_lets_one_that_did_restore_it() -
         settings = make_settings(server.url)
         veteran_client, newcomer_client = connect(server.url), connect(server.url)
         try:
-            veteran = RoomView(Queue(veteran_client, settings), settings)
+            veteran = RoomView(Queue(veteran_client, settings.line()), settings)
             await veteran.queue.init()
             for _ in range(7):
                 await veteran.queue.join()
             known = await veteran.refresh()
             assert known is not None
             server.stop()  # an outage; a new worker starts during it
-            newcomer = RoomView(Queue(newcomer_client, settings), settings)
+            newcomer = RoomView(Queue(newcomer_client, settings.line()), settings)
             assert await newcomer.refresh() is None
             server.start()  # back, and empty
             assert await newcomer.refresh() is None  # it does not start a new line
@@ -228,7 +230,7 @@ async def test_a_simulated_clock_drives_pacing_instead_of_redis_time(
     redis_client: aioredis.Redis, redis_url: str
 ) -> None:
     # `stress simulate` replays hours of a release in seconds through these scripts.
-    queue = Queue(redis_client, make_settings(redis_url, rate=100.0, max_active=10**6))
+    queue = Queue(redis_client, make_settings(redis_url, rate=100.0, max_active=10**6).line())
     t0 = 1_000_000_000_000
     await queue.init(now_ms=t0)
     for _ in range(1000):

@@ -154,7 +154,7 @@ async def test_through_sentinel_a_join_is_answered_once_a_replica_holds_it(
 ) -> None:
     client = connect(sentinel_set.url)
     settings = make_settings(sentinel_set.url, redis_wait_timeout_ms=300)
-    queue = Queue(client, settings)
+    queue = Queue(client, settings.line())
     replica = redis.Redis(port=sentinel_set.replica.port)
     try:
         await client.flushdb()
@@ -193,7 +193,7 @@ async def test_without_a_replica_online_joins_go_on_without_waiting(
     failover could promote with the join missing."""
     settings = make_settings(sentinel_set.url, redis_wait_timeout_ms=300)
     client = connect(sentinel_set.url)
-    queue = Queue(client, settings)
+    queue = Queue(client, settings.line())
     try:
         await client.flushdb()
         await queue.init()
@@ -236,7 +236,7 @@ async def test_a_line_held_behind_what_a_worker_saw_is_moved_back_up(
     line: places the gateways issued would be issued again, admissions they showed
     taken back. The workers' memory moves it back up."""
     settings = make_settings(redis_url)
-    queue = Queue(redis_client, settings)
+    queue = Queue(redis_client, settings.line())
     await queue.init()
     view = RoomView(queue, settings)
     for _ in range(30):
@@ -271,7 +271,7 @@ async def test_a_demoted_primary_sends_the_gateway_on_to_the_new_one() -> None:
     with SentinelSet() as ha:
         client = connect(ha.url)
         assert isinstance(client.connection_pool, aioredis.BlockingConnectionPool)
-        queue = Queue(client, make_settings(ha.url))
+        queue = Queue(client, make_settings(ha.url).line())
         try:
             await queue.init()
             first = await queue.join()

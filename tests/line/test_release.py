@@ -82,7 +82,7 @@ async def _configure(queue: Queue, **changes: str) -> None:
 async def test_pre_queue_waits_until_the_release_then_is_admitted_in_drawn_order(
     redis_client: aioredis.Redis, redis_url: str
 ) -> None:
-    queue = Queue(redis_client, make_settings(redis_url, rate=10.0, max_active=10**6))
+    queue = Queue(redis_client, make_settings(redis_url, rate=10.0, max_active=10**6).line())
     await queue.init(now_ms=T0)
     # Two students were in line before the release was scheduled.
     early = [await queue.join(now_ms=T0) for _ in range(2)]
@@ -122,7 +122,7 @@ async def test_pre_queue_waits_until_the_release_then_is_admitted_in_drawn_order
 async def test_a_new_release_waits_until_the_last_pre_queue_is_through(
     redis_client: aioredis.Redis, redis_url: str
 ) -> None:
-    queue = Queue(redis_client, make_settings(redis_url, rate=5.0, max_active=10**6))
+    queue = Queue(redis_client, make_settings(redis_url, rate=5.0, max_active=10**6).line())
     await queue.init(now_ms=T0)
     await _configure(queue, release_at=str(T0 + 1000))
     for _ in range(20):
@@ -147,7 +147,7 @@ async def test_a_new_release_waits_until_the_last_pre_queue_is_through(
 async def test_moving_the_release_keeps_the_pre_queue_and_its_seed(
     redis_client: aioredis.Redis, redis_url: str
 ) -> None:
-    queue = Queue(redis_client, make_settings(redis_url))
+    queue = Queue(redis_client, make_settings(redis_url).line())
     await queue.init(now_ms=T0)
     await _configure(queue, release_at=str(T0 + 60_000))
     before = await queue.read()

@@ -21,6 +21,7 @@ from waitroom.lookup.app import create_app as create_backend
 from waitroom.room.governor import CLIMB, KINDS, SETTLE_S, Governor
 from waitroom.room.snapshot import CLIMBING_POLL_MAX_S
 from waitroom.room.telemetry import RECENT_MIN_LOOKUPS, BackendStats, Sample, Sampler
+from waitroom.settings import Settings
 
 T0 = 1_900_000_000_000
 
@@ -45,18 +46,20 @@ def sample(t: float, **values: Any) -> Sample:
     return Sample(**fields)
 
 
-async def _room(redis_client: aioredis.Redis, redis_url: str, **overrides: Any) -> Queue:
+async def _room(
+    redis_client: aioredis.Redis, redis_url: str, **overrides: Any
+) -> tuple[Queue, Settings]:
     settings = make_settings(redis_url, rate=10.0, max_active=10**6, **overrides)
-    queue = Queue(redis_client, settings)
+    queue = Queue(redis_client, settings.line())
     await queue.init(now_ms=T0)
-    return queue
+    return queue, settings
 
 
 async def test_slow_backend_cuts_the_rate_then_healthy_raises_it_back(
     redis_client: aioredis.Redis, redis_url: str
 ) -> None:
-    queue = await _room(redis_client, redis_url, backend_p95_target_ms=500.0)
-    governor = Governor(queue, queue.settings)
+    queue, settings = await _room(redis_client, redis_url, backend_p95_target_ms=500.0)
+    governor = Governor(queue, settings)
     t = 1000.0
     await governor.update(sample(t, p95_ms=1500.0), await queue.read())
     state = await queue.read()
@@ -88,7 +91,7 @@ async def test_slow_backend_cuts_the_rate_then_healthy_raises_it_back(
 async def test_the_pacer_admits_at_the_governed_rate(
     redis_client: aioredis.Redis, redis_url: str
 ) -> None:
-    queue = await _room(redis_client, redis_url)
+    queue, _ = await _room(redis_client, redis_url)
     for _ in range(200):
         await queue.join(now_ms=T0)
     await queue.tick("p", now_ms=T0)
@@ -112,8 +115,8 @@ async def test_the_pacer_admits_at_the_governed_rate(
 async def test_no_shows_are_measured_and_made_up(
     redis_client: aioredis.Redis, redis_url: str
 ) -> None:
-    queue = await _room(redis_client, redis_url)
-    governor = Governor(queue, queue.settings)
+    queue, settings = await _room(redis_client, redis_url)
+    governor = Governor(queue, settings)
     # Ten admitted a second, five of them come for their pass.
     factors = []
     for second in range(90):
@@ -252,15 +255,17 @@ async def test_metrics_are_room_wide_in_the_prometheus_format(
 # -- the auto rate: a search for the backend's capacity ------------------------------
 
 
-async def _auto_room(redis_client: aioredis.Redis, redis_url: str, most: float = 1000.0) -> Queue:
+async def _auto_room(
+    redis_client: aioredis.Redis, redis_url: str, most: float = 1000.0
+) -> tuple[Queue, Settings]:
     """A room with the auto rate on and a line longer than any test drains (nobody
     in the model trades a ticket for a pass: no-shows are the fixed rate's affair)."""
     settings = make_settings(
         redis_url, rate=most, rate_auto=True, max_active=10**7, noshow_compensation=False
     )
-    queue = Queue(redis_client, settings)
+    queue = Queue(redis_client, settings.line())
     await queue.init(seq=10**7, now_ms=T0_S * 1000)
-    return queue
+    return queue, settings
 
 
 def _load(second: Second, origin: Origin) -> float:
@@ -286,9 +291,9 @@ async def test_the_auto_rate_finds_the_backends_capacity_within_a_minute_and_hol
     per_admission: float,
     pages: float,
 ) -> None:
-    queue = await _auto_room(redis_client, redis_url)
+    queue, settings = await _auto_room(redis_client, redis_url)
     origin = Origin(capacity=capacity, per_admission=per_admission, pages_per_admission=pages)
-    seconds = await Simulation(redis_client, queue, origin).run(240)
+    seconds = await Simulation(redis_client, queue, settings, origin).run(240)
     log = trace(seconds)
     assert seconds[0].target_rate <= 20, log  # it starts low
     after = seconds[60:]
@@ -307,9 +312,9 @@ async def test_the_auto_rate_finds_the_backends_capacity_within_a_minute_and_hol
 async def test_the_auto_rate_never_passes_the_admins_rate(
     redis_client: aioredis.Redis, redis_url: str
 ) -> None:
-    queue = await _auto_room(redis_client, redis_url, most=25.0)
+    queue, settings = await _auto_room(redis_client, redis_url, most=25.0)
     origin = Origin(capacity=40.0, per_admission=1.0)
-    simulation = Simulation(redis_client, queue, origin)
+    simulation = Simulation(redis_client, queue, settings, origin)
     seconds = await simulation.run(60)
     assert max(s.target_rate for s in seconds) == 25.0, trace(seconds)
     state = await simulation.state()
@@ -326,9 +331,9 @@ async def test_the_auto_rate_never_passes_the_admins_rate(
 async def test_the_auto_rate_finds_a_capacity_that_grows(
     redis_client: aioredis.Redis, redis_url: str
 ) -> None:
-    queue = await _auto_room(redis_client, redis_url)
+    queue, settings = await _auto_room(redis_client, redis_url)
     origin = Origin(capacity=40.0, per_admission=1.0)
-    simulation = Simulation(redis_client, queue, origin)
+    simulation = Simulation(redis_client, queue, settings, origin)
     await simulation.run(100)
     origin.capacity = 60.0  # the board adds servers
     seconds = await simulation.run(200)
@@ -345,9 +350,9 @@ async def test_the_auto_rate_finds_a_capacity_that_grows(
 async def test_the_auto_rate_backs_off_when_the_backend_slows_down(
     redis_client: aioredis.Redis, redis_url: str
 ) -> None:
-    queue = await _auto_room(redis_client, redis_url)
+    queue, settings = await _auto_room(redis_client, redis_url)
     origin = Origin(capacity=40.0, per_admission=1.0)
-    simulation = Simulation(redis_client, queue, origin)
+    simulation = Simulation(redis_client, queue, settings, origin)
     await simulation.run(100)
     # A database gets slow: every lookup takes twice as long, half the capacity.
     origin.capacity, origin.service_ms = 20.0, 2 * origin.service_ms
@@ -366,14 +371,14 @@ async def test_the_auto_rate_backs_off_when_the_backend_slows_down(
 async def test_a_new_pacer_lease_holder_carries_on_from_the_search(
     redis_client: aioredis.Redis, redis_url: str
 ) -> None:
-    queue = await _auto_room(redis_client, redis_url)
+    queue, settings = await _auto_room(redis_client, redis_url)
     origin = Origin(capacity=40.0, per_admission=1.0, pages_per_admission=1.0)
-    simulation = Simulation(redis_client, queue, origin)
+    simulation = Simulation(redis_client, queue, settings, origin)
     await simulation.run(90)
     before = await simulation.state()
     assert before.search.phase == "hold" and before.search.capacity
     # The lease holder dies; another worker's governor (nothing in memory) goes on.
-    simulation.governor = Governor(queue, queue.settings)
+    simulation.governor = Governor(queue, settings)
     seconds = await simulation.run(60)
     assert all(s.phase != "climb" for s in seconds), trace(seconds)
     shares = [_load(s, origin) / 40.0 for s in seconds]
@@ -383,7 +388,7 @@ async def test_a_new_pacer_lease_holder_carries_on_from_the_search(
 async def test_before_its_first_decision_the_auto_rate_admits_at_the_start_rate_and_no_faster(
     redis_client: aioredis.Redis, redis_url: str
 ) -> None:
-    queue = await _auto_room(redis_client, redis_url)
+    queue, _ = await _auto_room(redis_client, redis_url)
     # A no-show factor left from a fixed rate does not apply: the search measures
     # what the backend receives, no-shows included.
     await queue.govern(None, 2.0, "left over", 0)
@@ -400,9 +405,9 @@ async def test_before_its_first_decision_the_auto_rate_admits_at_the_start_rate_
 async def test_switching_the_auto_rate_off_and_on_again(
     redis_client: aioredis.Redis, redis_url: str
 ) -> None:
-    queue = await _auto_room(redis_client, redis_url)
+    queue, settings = await _auto_room(redis_client, redis_url)
     origin = Origin(capacity=40.0, per_admission=1.0)
-    simulation = Simulation(redis_client, queue, origin)
+    simulation = Simulation(redis_client, queue, settings, origin)
     await simulation.run(90)
     found = (await simulation.state()).search.capacity
     meta = {"at": 0, "session": "t", "address": "-"}
@@ -429,9 +434,11 @@ async def test_a_full_concurrency_cap_stops_the_search_and_says_so(
     settings = make_settings(
         redis_url, rate=1000.0, rate_auto=True, max_active=300, noshow_compensation=False
     )
-    queue = Queue(redis_client, settings)
+    queue = Queue(redis_client, settings.line())
     await queue.init(seq=10**7, now_ms=T0_S * 1000)
-    simulation = Simulation(redis_client, queue, Origin(capacity=100.0, per_admission=1.0))
+    simulation = Simulation(
+        redis_client, queue, settings, Origin(capacity=100.0, per_admission=1.0)
+    )
     seconds = await simulation.run(60)
     # 300 admissions in 60 s: the cap, not the backend, limits admission to 5/s.
     assert max(s.target_rate for s in seconds) <= 30.0, trace(seconds)
@@ -446,7 +453,7 @@ async def test_metrics_show_the_rate_mode_the_capacity_found_and_each_change_by_
     from prometheus_client.parser import text_string_to_metric_families
 
     settings = make_settings(redis_url, rate=400.0, rate_auto=True)
-    queue = Queue(redis_client, settings)
+    queue = Queue(redis_client, settings.line())
     async with serving(create_app(settings)) as gw, student() as s:
         await wait_for_credit(gw.url)
         deadline = time.monotonic() + 5
@@ -480,7 +487,7 @@ async def test_metrics_show_the_rate_mode_the_capacity_found_and_each_change_by_
 async def test_the_sample_measures_lookups_apart_from_pages(
     redis_client: aioredis.Redis, redis_url: str
 ) -> None:
-    queue = await _auto_room(redis_client, redis_url)
+    queue, _ = await _auto_room(redis_client, redis_url)
     stats, sampler = BackendStats(), Sampler(redis_client, queue.keys)
     tick = Tick(True, 0, 10**7)
     for second in range(T0_S, T0_S + 5):
@@ -517,7 +524,7 @@ async def test_the_sample_measures_lookups_apart_from_pages(
 async def test_the_sample_shows_a_queue_gone_in_its_newest_second(
     redis_client: aioredis.Redis, redis_url: str
 ) -> None:
-    queue = await _auto_room(redis_client, redis_url)
+    queue, _ = await _auto_room(redis_client, redis_url)
     stats, sampler = BackendStats(), Sampler(redis_client, queue.keys)
     tick = Tick(True, 0, 10**7)
     # Three seconds of a queue (lookups in 800 ms), then two of none (in 80 ms); the

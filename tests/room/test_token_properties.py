@@ -183,7 +183,7 @@ def test_expiry_is_judged_by_one_rule_whatever_the_clocks(
 async def test_a_spent_ticket_buys_exactly_one_pass(
     redis_client: aioredis.Redis, redis_url: str, copies: int
 ) -> None:
-    queue = Queue(redis_client, make_settings(redis_url))
+    queue = Queue(redis_client, make_settings(redis_url).line())
     ticket_id = secrets.token_urlsafe(9)
     outcomes = [await queue.spend(ticket_id) for _ in range(copies)]
     assert outcomes == [True] + [False] * (copies - 1)
@@ -201,7 +201,7 @@ async def test_a_pass_buys_its_limit_of_lookups_and_no_more(
     redis_client: aioredis.Redis, redis_url: str, limit: int, answers: list[int | None]
 ) -> None:
     settings_ = make_settings(redis_url, pass_max_lookups=limit)
-    queue = Queue(redis_client, settings_)
+    queue = Queue(redis_client, settings_.line())
     view = RoomView(queue, settings_)
     view.healthy = True  # as after its first read
     limits = Limits(redis_client, settings_, view)

@@ -84,7 +84,7 @@ async def test_the_simulation_calls_the_scripts_as_queue_does(
         sim_queue.init(simulate.T0_MS)
         joined = sim_queue.join_many(5, simulate.T0_MS)
         assert [p for p, _, _ in joined] == [1, 2, 3, 4, 5]
-        queue = Queue(redis_client, settings)
+        queue = Queue(redis_client, settings.line())
         after = await queue.join(now_ms=simulate.T0_MS)
         assert after is not None and after.position == 6 and not after.admitted
         frontier, seq, advanced = sim_queue.tick(simulate.T0_MS + 50)

@@ -24,6 +24,7 @@ import redis.asyncio as aioredis
 from waitroom.line.state import Queue, RoomState
 from waitroom.room.governor import Governor
 from waitroom.room.telemetry import BackendStats, Sample, Sampler
+from waitroom.settings import Settings
 
 T0_S = 1_900_000_000
 
@@ -104,12 +105,17 @@ class Simulation:
     """The pacer's lease holder's loop, one simulated second a step."""
 
     def __init__(
-        self, client: aioredis.Redis, queue: Queue, origin: Origin, governor: Governor | None = None
+        self,
+        client: aioredis.Redis,
+        queue: Queue,
+        settings: Settings,
+        origin: Origin,
+        governor: Governor | None = None,
     ) -> None:
         self.client = client
         self.queue = queue
         self.origin = origin
-        self.governor = governor or Governor(queue, queue.settings)
+        self.governor = governor or Governor(queue, settings)
         self.stats = BackendStats()
         self.sampler = Sampler(client, queue.keys)
         self.t = 0

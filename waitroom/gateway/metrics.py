@@ -69,7 +69,7 @@ class _RoomCollector:
             yield _gauge(
                 "waitroom_admitted_per_second",
                 "measured admissions per second (last 30 s)",
-                view.admission_rate(),
+                view.line_rate(),
             )
             yield _counter("waitroom_admitted", "admissions since the line began", s.admitted)
             yield _counter("waitroom_shown", "admitted students who came for a pass", s.shown)

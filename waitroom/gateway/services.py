@@ -40,7 +40,7 @@ class Services:
     @classmethod
     def build(cls, settings: Settings) -> Services:
         client = connect(topology_of(settings))
-        queue = Queue(client, settings)
+        queue = Queue(client, settings.line())
         view = RoomView(queue, settings)
         stats = BackendStats()
         assets = Assets(settings.static_dir or None)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 import unicodedata
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
@@ -71,28 +71,19 @@ def parse_settings(form: Mapping[str, str]) -> tuple[dict[str, str], list[FieldE
     number("max_active", "Max active passes", 1, MAX_ACTIVE, whole=True)
     number("pass_ttl_s", "Pass lifetime (seconds)", *PASS_TTL_RANGE, whole=True)
 
+    def choice(field: str, allowed: Collection[str], must: str) -> None:
+        value = form.get(field)
+        if value is None:
+            return
+        if value in allowed:
+            changes[field] = value
+        else:
+            errors.append(FieldError(field, value, f"{must}; got {value!r}"))
+
     # The auto rate (0: fixed): the governor searches for what the backend takes,
     # the admission rate being the most it may reach.
-    auto = form.get("rate_auto")
-    if auto is not None:
-        if auto in RATE_MODES:
-            changes["rate_auto"] = auto
-        else:
-            errors.append(
-                FieldError(
-                    "rate_auto",
-                    auto,
-                    f"Rate must be 0 (fixed) or 1 (auto, found by the governor); got {auto!r}",
-                )
-            )
-    mode = form.get("mode")
-    if mode is not None:
-        if mode in MODES:
-            changes["mode"] = mode
-        else:
-            errors.append(
-                FieldError("mode", mode, f"Mode must be one of {', '.join(MODES)}; got {mode!r}")
-            )
+    choice("rate_auto", RATE_MODES, "Rate must be 0 (fixed) or 1 (auto, found by the governor)")
+    choice("mode", MODES, f"Mode must be one of {', '.join(MODES)}")
     paths = form.get("protected_paths")
     if paths is not None:
         try:

@@ -38,6 +38,19 @@ def commitment(seed: str) -> str:
     return hashlib.sha256(seed.encode()).hexdigest()
 
 
+def public_info(at_ms: int, seed: str, base: int, released_n: int | None) -> dict[str, object]:
+    """What anyone may know of a scheduled release (the public state, the admin's
+    live view): the seed only once it is too late to use it (after the release),
+    before that a commitment to it."""
+    info: dict[str, object] = {"at_ms": at_ms, "prequeue_from": base + 1}
+    if released_n is None:
+        info["seed_sha256"] = commitment(seed)
+    else:
+        info["prequeue_to"] = released_n
+        info["seed"] = seed
+    return info
+
+
 @lru_cache(maxsize=65_536)
 def permute(seed: str, size: int, k: int) -> int:
     """The place (1..size) of pre-queue position ``k`` (1..size) in the release order."""

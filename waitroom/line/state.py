@@ -1,79 +1,87 @@
 """The room's line in Redis: join, pace (advance the frontier), read the state.
 
-Each atomic step is one Lua script from ``waitroom/line/lua/`` (``waitroom.line.store.Script``:
-EVALSHA, and EVAL after a server restart or a failover). Joins, ticket trades and
-admin changes are answered only once the replicas asked for hold them
-(``waitroom.line.store.Replicas``). redis-py errors become ``StoreUnavailable`` so
+Each atomic step is one Lua script of the registry (``waitroom.line.scripts``: loaded
+once, its reply typed there). Joins, ticket trades and admin changes are answered
+only once the replicas asked for hold them (``waitroom.line.store.Replicas``).
+redis-py errors become ``StoreUnavailable`` (``waitroom.line.store.guard``) so
 callers deal with one exception and the cause stays chained.
+
+``Queue`` reads only ``LineSettings``, which the caller builds
+(``waitroom.settings.Settings.line``): this layer never sees the whole settings.
+
+The rate, in few names (people admitted per second unless said otherwise):
+
+- ``rate``: the admin's ceiling (``WAITROOM_RATE``, the config hash's ``rate``; the
+  ``waitroom_rate_ceiling`` metric). With ``rate_auto`` on, the most the governor's
+  search may reach.
+- ``effective_rate``: the governor's decision as stored in the state hash (None:
+  none, follow the ceiling); ``AUTO_START_RATE`` stands in for it with the auto
+  rate on, until the first decision.
+- ``target_rate``: the governed rate, ``min(rate, effective_rate)``: what should
+  reach the backend (the ``waitroom_effective_rate`` metric and the admin page's
+  "target"; a telemetry sample's ``target_rate`` field is the ceiling, ``rate``,
+  a name the admin chart already reads).
+- ``noshow_factor``: the governor's make-up for admitted students who never come
+  (1..2, applied with a fixed rate only: the auto rate measures what arrives).
+- ``admission_rate``: what the pacer admits at, ``target_rate`` times the factor
+  (the ``waitroom_admission_rate`` metric).
+
+``admission_rate`` here is the one reference for that formula; ``advance.lua``
+works the same out in Redis and ``tests/line/test_scripts.py`` pins the two
+together. What the line is *measured* to move at is the room's affair
+(``waitroom.room.snapshot.RoomView.line_rate``, the ``waitroom_admitted_per_second``
+metric).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
-import math
 import secrets
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from waitroom.line import release
 from waitroom.line.keys import RoomKeys
-from waitroom.line.store import Client, Replicas, Script, connect, guard, topology_of
-from waitroom.settings import Settings
+from waitroom.line.scripts import (
+    ADVANCE,
+    CATCH_UP,
+    CONFIGURE,
+    GOVERN,
+    INIT,
+    JOIN,
+    SPEND,
+    Configured,
+    Joined,
+    Refused,
+    Script,
+    Tick,
+    text,
+)
+from waitroom.line.store import Client, Replicas, connect, guard
 from waitroom.shared.languages import LANGUAGES
 from waitroom.shared.paths import EVERYTHING
 
-__all__ = ["Client", "Queue", "RoomState", "connect"]
+__all__ = [
+    "Client",
+    "Configured",
+    "Joined",
+    "LineSettings",
+    "Queue",
+    "Refused",
+    "RoomState",
+    "Tick",
+    "connect",
+]
 
 T = TypeVar("T")
-
-JOIN = Script("join.lua")
-ADVANCE = Script("advance.lua")
-INIT = Script("init.lua")
-CATCH_UP = Script("catch_up.lua")
-CONFIGURE = Script("configure.lua")
-SPEND = Script("spend.lua")
-GOVERN = Script("govern.lua")
 
 # Room-wide counters (the metrics hash) outlive any quiet spell of a result season.
 METRICS_TTL_S = 30 * 86400
 # With the auto rate on, admission runs at this until the governor's first
 # decision: a rate no backend worth the name fails at.
 AUTO_START_RATE = 5.0
-
-
-@dataclass(frozen=True)
-class Joined:
-    position: int
-    frontier: int
-    admitted: bool
-    epoch: str
-
-
-@dataclass(frozen=True)
-class Refused:
-    """An arrival over a per-client join limit: no place, try again in ``wait_s``."""
-
-    wait_s: int
-
-
-@dataclass(frozen=True)
-class Configured:
-    ok: bool
-    changed: int = 0
-    reason: str = ""
-    frontier: int = 0
-    size: int = 0
-
-
-@dataclass(frozen=True)
-class Tick:
-    holder: bool
-    frontier: int = 0
-    seq: int = 0
-    advanced: int = 0
-    active: int = 0
 
 
 @dataclass(frozen=True)
@@ -152,18 +160,13 @@ class RoomState:
 
     @property
     def target_rate(self) -> float:
-        """The governed rate, before no-shows are made up."""
-        if self.rate_auto:
-            governed = AUTO_START_RATE if self.effective_rate is None else self.effective_rate
-            return min(self.rate, governed)
-        return self.rate if self.effective_rate is None else min(self.rate, self.effective_rate)
+        """The governed rate, before no-shows are made up (``target_rate``)."""
+        return target_rate(self.rate, self.effective_rate, self.rate_auto)
 
     @property
     def admission_rate(self) -> float:
-        """People per second the pacer admits now: the governed rate, no-shows made up."""
-        if self.rate_auto:
-            return self.target_rate
-        return self.target_rate * min(max(self.noshow_factor, 1.0), 2.0)
+        """People per second the pacer admits now (``admission_rate``)."""
+        return admission_rate(self.rate, self.effective_rate, self.noshow_factor, self.rate_auto)
 
     @property
     def climbing(self) -> bool:
@@ -189,30 +192,72 @@ class RoomState:
         return texts.get(lang) or texts.get("en", "")
 
 
+def target_rate(rate: float, effective_rate: float | None, rate_auto: bool) -> float:
+    """The governed rate: the governor's when below the admin's ceiling, and with
+    the auto rate on ``AUTO_START_RATE`` until the governor's first decision."""
+    if effective_rate is None and rate_auto:
+        effective_rate = AUTO_START_RATE
+    return rate if effective_rate is None else min(rate, effective_rate)
+
+
+def admission_rate(
+    rate: float, effective_rate: float | None, noshow_factor: float, rate_auto: bool
+) -> float:
+    """What the pacer admits at: the governed rate, no-shows made up (a factor held
+    to 1..2) unless the rate is auto, whose search measures what the backend gets.
+    The reference for ``advance.lua``'s copy."""
+    governed = target_rate(rate, effective_rate, rate_auto)
+    if rate_auto:
+        return governed
+    return governed * min(max(noshow_factor, 1.0), 2.0)
+
+
 def new_epoch() -> str:
     return secrets.token_hex(4)
 
 
+@dataclass(frozen=True)
+class LineSettings:
+    """What the line reads of the settings; ``waitroom.settings.Settings.line`` builds
+    it. The admin's controls (rate, rate_auto, max_active, pass_ttl_s,
+    protected_paths) are only defaults here: the config hash overrides them."""
+
+    room: str
+    rate: float
+    rate_auto: bool
+    max_active: int
+    pass_ttl_s: int
+    protected_paths: str
+    active_window_s: int
+    ticket_ttl_s: int
+    pacer_lease_s: float
+    join_limit: int
+    join_window_s: int
+    prequeue_join_limit: int
+    # Replicas that must hold a join, trade or admin change before it is answered
+    # (resolved: 0 for none), and how long to wait for them.
+    wait_replicas: int = 0
+    wait_timeout_ms: int = 500
+
+
 class Queue:
-    def __init__(self, client: Client, settings: Settings) -> None:
+    def __init__(self, client: Client, settings: LineSettings) -> None:
         self.client = client
         self.settings = settings
         self.keys = RoomKeys(settings.room)
         self._key_ttl = str(2 * settings.ticket_ttl_s)
         self._active_ms = str(settings.active_window_s * 1000)
-        top = topology_of(settings)
         # The writes a failover must not lose: a join (its places), a trade (its
         # marker), an admin's change. None when no replica is asked for.
         self.replicas = (
-            Replicas(top.wait_replicas, top.wait_timeout_ms) if top.wait_replicas else None
+            Replicas(settings.wait_replicas, settings.wait_timeout_ms)
+            if settings.wait_replicas
+            else None
         )
 
-    async def _call(self, operation: str, fn: Callable[[], Awaitable[T]]) -> T:
-        return await guard(self.client, operation, fn())
-
     async def _run(
-        self, script: Script, keys: Sequence[str], args: Sequence[Any], *, durable: bool = False
-    ) -> Any:
+        self, script: Script[T], keys: Sequence[str], args: Sequence[Any], *, durable: bool = False
+    ) -> T:
         replicas = self.replicas if durable else None
         return await script(self.client, keys, args, replicas=replicas)
 
@@ -255,49 +300,27 @@ class Queue:
             s.join_window_s * 1000,
             s.prequeue_join_limit,
         ]
-        reply: list[Any] = await self._call(
-            "join", lambda: self._run(JOIN, keys, args, durable=True)
-        )
-        if len(reply) == 1:
-            return None
-        frontier, epoch = int(reply[0]), _text(reply[1])
-        out: list[Joined | Refused] = []
-        for raw in reply[2:]:
-            position = int(raw)
-            if position > 0:
-                out.append(Joined(position, frontier, position <= frontier, epoch))
-            else:
-                out.append(Refused(max(1, math.ceil(-position / 1000))))
-        return out
+        return await self._run(JOIN, keys, args, durable=True)
 
     async def tick(self, worker_id: str, now_ms: int | None = None) -> Tick | None:
         """One pacer step; None when the room has no state (call ``init``)."""
         k = self.keys
         s = self.settings
-        reply: list[Any] = await self._call(
-            "pacer tick",
-            lambda: self._run(
-                ADVANCE,
-                [k.state, k.active, k.config, k.lease],
-                [
-                    worker_id,
-                    int(s.pacer_lease_s * 1000),
-                    s.rate,
-                    s.max_active,
-                    self._active_ms,
-                    self._key_ttl,
-                    _clock(now_ms),
-                    "1" if s.rate_auto else "0",
-                    AUTO_START_RATE,
-                ],
-            ),
+        return await self._run(
+            ADVANCE,
+            [k.state, k.active, k.config, k.lease],
+            [
+                worker_id,
+                int(s.pacer_lease_s * 1000),
+                s.rate,
+                s.max_active,
+                self._active_ms,
+                self._key_ttl,
+                _clock(now_ms),
+                "1" if s.rate_auto else "0",
+                AUTO_START_RATE,
+            ],
         )
-        if reply[0] == -1:
-            return None
-        if reply[0] == 0:
-            return Tick(holder=False)
-        _, frontier, seq, advanced, active = (int(x) for x in reply)
-        return Tick(True, frontier, seq, advanced, active)
 
     async def init(
         self,
@@ -318,26 +341,19 @@ class Queue:
         args.append("" if released_n is None else released_n)
         for field, value in config:
             args += [field, value]
-        created = await self._call(
-            "init", lambda: self._run(INIT, [self.keys.state, self.keys.config], args, durable=True)
-        )
-        return bool(created)
+        return await self._run(INIT, [self.keys.state, self.keys.config], args, durable=True)
 
     async def catch_up(
         self, epoch: str, seq: int, frontier: int, released_n: int | None
     ) -> tuple[int, int]:
         """Move a line that went back (a replica promoted before it had the last
         writes) up to what a worker saw of it: (places skipped, admissions restored)."""
-        reply: list[Any] = await self._call(
-            "catch up",
-            lambda: self._run(
-                CATCH_UP,
-                [self.keys.state],
-                [epoch, seq, frontier, "" if released_n is None else released_n],
-                durable=True,
-            ),
+        return await self._run(
+            CATCH_UP,
+            [self.keys.state],
+            [epoch, seq, frontier, "" if released_n is None else released_n],
+            durable=True,
         )
-        return int(reply[0]), int(reply[1])
 
     async def configure(
         self, changes: dict[str, str], meta: dict[str, Any], audit_len: int
@@ -347,17 +363,11 @@ class Queue:
         args: list[Any] = [json.dumps(meta), audit_len, release.new_seed()]
         for field, value in changes.items():
             args += [field, value]
-        reply: list[Any] = await self._call(
-            "configure",
-            lambda: self._run(CONFIGURE, [k.config, k.audit, k.state], args, durable=True),
-        )
-        if int(reply[0]) == 1:
-            return Configured(True, changed=int(reply[1]))
-        return Configured(False, reason=_text(reply[1]), frontier=int(reply[2]), size=int(reply[3]))
+        return await self._run(CONFIGURE, [k.config, k.audit, k.state], args, durable=True)
 
     async def audit(self, count: int) -> list[dict[str, Any]]:
-        entries = await self._call(
-            "read audit", lambda: self.client.lrange(self.keys.audit, 0, count - 1)
+        entries = await guard(
+            self.client, "read audit", self.client.lrange(self.keys.audit, 0, count - 1)
         )
         return [json.loads(e) for e in entries]
 
@@ -369,10 +379,7 @@ class Queue:
         """``spend`` for many tickets in one round trip, in order."""
         keys = [self.keys.state, *(self.keys.spent(t) for t in ticket_ids)]
         ttl = self.settings.ticket_ttl_s
-        done: list[Any] = await self._call(
-            "spend tickets", lambda: self._run(SPEND, keys, [ttl], durable=True)
-        )
-        return [bool(int(d)) for d in done]
+        return await self._run(SPEND, keys, [ttl], durable=True)
 
     async def govern(
         self,
@@ -397,7 +404,7 @@ class Queue:
             kind,
             METRICS_TTL_S,
         ]
-        await self._call("govern", lambda: self._run(GOVERN, [k.state, k.metrics], args))
+        await self._run(GOVERN, [k.state, k.metrics], args)
 
     async def read(self) -> RoomState | None:
         """The room's state in one round trip; None when Redis holds none."""
@@ -410,11 +417,11 @@ class Queue:
                 result: list[Any] = await pipe.execute()
                 return result
 
-        state, config = await self._call("read state", fetch)
+        state, config = await guard(self.client, "read state", fetch())
         if not state:
             return None
-        s = {_text(a): _text(b) for a, b in state.items()}
-        c = {_text(a): _text(b) for a, b in config.items()}
+        s = {text(a): text(b) for a, b in state.items()}
+        c = {text(a): text(b) for a, b in config.items()}
         release_at = c.get("release_at")
         released_n = s.get("released_n")
         return RoomState(
@@ -454,7 +461,3 @@ def _number(value: Any) -> float | None:
 
 def _clock(now_ms: int | None) -> str:
     return "" if now_ms is None else str(now_ms)
-
-
-def _text(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)

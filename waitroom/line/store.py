@@ -32,13 +32,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
-import hashlib
 import logging
 import re
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from importlib import resources
-from typing import Any, TypeAlias, TypeVar
+from typing import TYPE_CHECKING, Any, TypeAlias, TypeVar
 from urllib.parse import unquote
 
 import redis
@@ -52,6 +50,9 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
 from waitroom.errors import ConfigError, StoreUnavailable
+
+if TYPE_CHECKING:
+    from waitroom.line.scripts import Script
 
 log = logging.getLogger(__name__)
 
@@ -198,7 +199,6 @@ def _split_userinfo(netloc: str) -> tuple[str | None, str | None, str]:
 def _sentinel_url(url: str) -> Topology:
     rest = url[len(SENTINEL_SCHEME) :]
     netloc, _, path = rest.partition("/")
-    user, password, hosts = _split_userinfo(netloc)
     parts = [p for p in path.split("/") if p]
     if not parts or len(parts) > 2:
         raise ConfigError(
@@ -212,28 +212,21 @@ def _sentinel_url(url: str) -> Topology:
             _URL, _hidden(url), f"{master!r} is not a primary's name (A-Z, a-z, 0-9, ._-)"
         )
     db = _db(parts[1] if len(parts) == 2 else "0", url)
-    return Topology(
-        SENTINEL,
-        nodes=_nodes(hosts, _URL, _hidden(url)),
-        master=master,
-        db=db,
-        username=user,
-        password=password,
-    )
+    return _seeded(SENTINEL, url, netloc, _URL, master=master, db=db)
 
 
 def _cluster_url(url: str, rest: str, setting: str, *, ssl: bool = False) -> Topology:
     netloc, _, path = rest.partition("/")
-    user, password, hosts = _split_userinfo(netloc)
     if path.strip("/") not in ("", "0"):
         raise ConfigError(setting, _hidden(url), "a cluster has database 0 only")
-    return Topology(
-        CLUSTER,
-        nodes=_nodes(hosts, setting, _hidden(url)),
-        username=user,
-        password=password,
-        ssl=ssl,
-    )
+    return _seeded(CLUSTER, url, netloc, setting, ssl=ssl)
+
+
+def _seeded(kind: str, url: str, netloc: str, setting: str, **more: Any) -> Topology:
+    """A Sentinel or Cluster topology: its nodes and login from the URL's netloc."""
+    user, password, hosts = _split_userinfo(netloc)
+    nodes = _nodes(hosts, setting, _hidden(url))
+    return Topology(kind, nodes=nodes, username=user, password=password, **more)
 
 
 def _plain_parts(url: str) -> tuple[str | None, str | None, str, int]:
@@ -306,6 +299,15 @@ def connect(target: str | Topology, *, max_connections: int = 64) -> Client:
     no layer retries; the gateway's loops ask again by themselves.
     """
     top = _target(target)
+    # Sentinel's primary and the cluster's nodes alike: the login, and the timeouts.
+    login: dict[str, Any] = {
+        "username": top.username,
+        "password": top.password,
+        "ssl": top.ssl,
+        "health_check_interval": 10,
+        "socket_timeout": SOCKET_TIMEOUT_S,
+        "socket_connect_timeout": SOCKET_TIMEOUT_S,
+    }
     if top.kind == SENTINEL:
         sentinels = aiosentinel.Sentinel(  # type: ignore[no-untyped-call]
             list(top.nodes),
@@ -318,12 +320,7 @@ def connect(target: str | Topology, *, max_connections: int = 64) -> Client:
             max_connections=max_connections,
             timeout=2.0,
             db=top.db,
-            username=top.username,
-            password=top.password,
-            ssl=top.ssl,
-            health_check_interval=10,
-            socket_timeout=SOCKET_TIMEOUT_S,
-            socket_connect_timeout=SOCKET_TIMEOUT_S,
+            **login,
         )
         return client
     if top.kind == CLUSTER:
@@ -335,12 +332,7 @@ def connect(target: str | Topology, *, max_connections: int = 64) -> Client:
             retry=Retry(NoBackoff(), 0),
             # Per node; coalescing keeps a worker's use to about a dozen.
             max_connections=max_connections,
-            username=top.username,
-            password=top.password,
-            ssl=top.ssl,
-            health_check_interval=10,
-            socket_timeout=SOCKET_TIMEOUT_S,
-            socket_connect_timeout=SOCKET_TIMEOUT_S,
+            **login,
         )
     pool = aioredis.BlockingConnectionPool.from_url(
         top.url,
@@ -426,37 +418,7 @@ async def guard(client: Client, operation: str, call: Awaitable[T]) -> T:
         raise StoreUnavailable(operation, f"{type(exc).__name__}: {exc}") from exc
 
 
-# -- scripts --------------------------------------------------------------------------
-
-
-def script_source(name: str) -> str:
-    return resources.files("waitroom.line").joinpath("lua", name).read_text(encoding="utf-8")
-
-
-class Script:
-    """One Lua script of ``waitroom/line/lua/``: sent as EVALSHA, and as EVAL with its source
-    when the server does not have it (a restart, a promoted replica), which caches it
-    there; routed by its first key on a cluster, like any keyed command."""
-
-    def __init__(self, name: str) -> None:
-        self.name = name
-        self.source = script_source(name)
-        self.sha = hashlib.sha1(self.source.encode(), usedforsecurity=False).hexdigest()
-
-    async def __call__(
-        self,
-        client: Client,
-        keys: Sequence[str],
-        args: Sequence[Any],
-        *,
-        replicas: Replicas | None = None,
-    ) -> Any:
-        if replicas is not None and replicas.wanted > 0:
-            return await replicas.run(client, self, keys, args)
-        try:
-            return await client.evalsha(self.sha, len(keys), *keys, *args)
-        except redis.exceptions.NoScriptError:
-            return await client.eval(self.source, len(keys), *keys, *args)
+# -- replicas -------------------------------------------------------------------------
 
 
 async def _pipeline(client: Client) -> tuple[Any, Any]:
@@ -518,7 +480,7 @@ class Replicas:
         self.on_unreplicated: Callable[[], None] | None = None
 
     async def run(
-        self, client: Client, script: Script, keys: Sequence[str], args: Sequence[Any]
+        self, client: Client, script: Script[Any], keys: Sequence[str], args: Sequence[Any]
     ) -> Any:
         target: dict[str, Any] = {}
         primary = ""

@@ -37,14 +37,14 @@ from typing import Any
 from waitroom.errors import StoreUnavailable
 from waitroom.line.coalesce import Coalescer
 from waitroom.line.keys import RoomKeys
-from waitroom.line.store import Client, Script, guard
+from waitroom.line.scripts import COUNT
+from waitroom.line.store import Client
 from waitroom.room.snapshot import RoomView
 from waitroom.room.tickets import CLOCK_SKEW_S
 from waitroom.settings import Settings
 
 log = logging.getLogger(__name__)
 
-COUNT = Script("count.lua")
 _XFF = b"x-forwarded-for"
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
@@ -89,8 +89,7 @@ class Limits:
     async def _count_many(self, uses: Sequence[tuple[str, int]]) -> list[tuple[int, int]]:
         keys = [key for key, _ in uses]
         args = [self._pass_window_ms(), *(change for _, change in uses)]
-        reply: list[Any] = await guard(self.client, "count", COUNT(self.client, keys, args))
-        return [(int(reply[i]), int(reply[i + 1])) for i in range(0, len(reply), 2)]
+        return await COUNT(self.client, keys, args)
 
     # -- lookups per pass ----------------------------------------------------------
 

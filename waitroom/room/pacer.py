@@ -8,7 +8,6 @@ after it lapses, so if the holder dies another worker takes over within
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import os
 import secrets
@@ -17,9 +16,10 @@ import socket
 from waitroom.errors import StoreUnavailable
 from waitroom.line.state import Queue, Tick
 from waitroom.room.governor import Governor
-from waitroom.room.snapshot import RoomView, stop_requested
+from waitroom.room.snapshot import RoomView
 from waitroom.room.telemetry import Sampler
 from waitroom.settings import Settings
+from waitroom.shared.loops import every
 
 log = logging.getLogger(__name__)
 
@@ -69,16 +69,13 @@ class Pacer:
         return tick
 
     async def run(self) -> None:
-        while True:
-            try:
-                await self.step()
-            except Exception:
-                # A pacer that dies freezes the line for good: log, back off, go on.
-                log.exception("waitroom: pacer step failed")
-                self.holder = False
-            if stop_requested():
-                raise asyncio.CancelledError
-            if self.holder:
-                await asyncio.sleep(self.settings.pacer_tick_s)
-            else:
-                await asyncio.sleep(self.settings.pacer_lease_s / 3)
+        """Tick until cancelled: every ``pacer_tick_s`` while holding the lease,
+        three times per lease period while not; a failed step gives the lease up."""
+        await every(self._interval, self.step, what="pacer step", on_error=self._lost, logger=log)
+
+    def _interval(self) -> float:
+        s = self.settings
+        return s.pacer_tick_s if self.holder else s.pacer_lease_s / 3
+
+    def _lost(self) -> None:
+        self.holder = False

@@ -11,7 +11,6 @@ lean ASGI layer answers it by copying bytes.
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import json
 import logging
@@ -25,6 +24,7 @@ from waitroom.line import release
 from waitroom.line.state import Queue, RoomState
 from waitroom.line.store import drop_idle_connections
 from waitroom.settings import Settings
+from waitroom.shared.loops import every
 
 log = logging.getLogger(__name__)
 
@@ -231,15 +231,16 @@ class RoomView:
 
     async def run(self) -> None:
         """Refresh forever (until cancelled); a failed refresh never ends the loop."""
-        while True:
-            try:
-                await self.refresh()
-            except Exception:
-                log.exception("waitroom: refreshing the room's view failed")
-                self.healthy = False
-            if stop_requested():
-                raise asyncio.CancelledError
-            await asyncio.sleep(self.settings.refresh_interval_s)
+        await every(
+            self.settings.refresh_interval_s,
+            self.refresh,
+            what="refreshing the room's view",
+            on_error=self._unhealthy,
+            logger=log,
+        )
+
+    def _unhealthy(self) -> None:
+        self.healthy = False
 
     def pass_ttl_s(self) -> int:
         return self.state.pass_ttl_s if self.state else self.settings.pass_ttl_s
@@ -253,8 +254,9 @@ class RoomView:
         cap = s.max_active if s else self.settings.max_active
         return min(rate, cap / self.settings.active_window_s)
 
-    def admission_rate(self) -> float:
-        """People per second that the line moves at now (worked out once per refresh)."""
+    def line_rate(self) -> float:
+        """People per second that the line moves at now, as measured (worked out once
+        per refresh); not the pacer's ``RoomState.admission_rate``, which it follows."""
         return self._rate
 
     def _measure_rate(self) -> float:
@@ -283,7 +285,7 @@ class RoomView:
         """
         frontier = self.state.frontier if self.state else 0
         ahead = max(0, position - frontier - 1)
-        rate = self.admission_rate()
+        rate = self.line_rate()
         if rate <= 0:
             return None
         expected = (ahead + 1) / rate
@@ -300,7 +302,7 @@ class RoomView:
         seconds, so nobody loses time at the front while the crowd's polls stay few.
         ``estimate.status_reply`` works the same out from the ``StatusBasis``.
         """
-        rate = self.admission_rate() or self.capacity_rate()
+        rate = self.line_rate() or self.capacity_rate()
         seconds_to_front = ahead / max(rate, 0.001)
         return min(self.poll_max_s(), max(2.0, seconds_to_front / 4))
 
@@ -325,7 +327,7 @@ class RoomView:
         if s is None:
             return None
         # The same numbers as ``estimate`` and ``poll_interval`` and ``standing``.
-        rate = self.admission_rate()
+        rate = self.line_rate()
         paused = s.held
         stale = not self.healthy
         tail = b',"paused":%s,"reconnecting":%s,"updated_at":%d}' % (
@@ -354,7 +356,7 @@ class RoomView:
     def _render_public_state(self) -> None:
         s = self.state
         assert s is not None
-        rate = round(self.admission_rate(), 3)
+        rate = round(self.line_rate(), 3)
         body = {
             "room": self.settings.room,
             "epoch": s.epoch,
@@ -370,30 +372,9 @@ class RoomView:
             "banner": dict(s.banner),
         }
         if s.release_at_ms is not None:
-            body["release"] = release_info(s)
+            body["release"] = release.public_info(
+                s.release_at_ms, s.release_seed, s.release_base, s.released_n
+            )
         self.state_body = json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode()
         digest = hashlib.blake2b(self.state_body, digest_size=8).hexdigest()
         self.state_etag = f'"{digest}"'
-
-
-def release_info(s: RoomState) -> dict[str, object]:
-    """What anyone may know of a scheduled release: the seed only once it is too late
-    to use it (after the release), before that a commitment to it."""
-    info: dict[str, object] = {"at_ms": s.release_at_ms, "prequeue_from": s.release_base + 1}
-    if s.released_n is None:
-        info["seed_sha256"] = release.commitment(s.release_seed)
-    else:
-        info["prequeue_to"] = s.released_n
-        info["seed"] = s.release_seed
-    return info
-
-
-def stop_requested() -> bool:
-    """Whether this task was asked to stop while a Redis call was in flight.
-
-    redis-py can turn a cancellation that arrives mid-command into a connection
-    error, which this loop survives by design; without this check the stop is lost
-    and the server's shutdown waits for the loop forever.
-    """
-    task = asyncio.current_task()
-    return task is not None and task.cancelling() > 0

@@ -24,7 +24,7 @@ from typing import Any
 from waitroom.line.keys import RoomKeys
 from waitroom.line.state import METRICS_TTL_S, RoomState, Tick
 from waitroom.line.store import Client, guard
-from waitroom.room.snapshot import stop_requested
+from waitroom.shared.loops import every
 
 log = logging.getLogger(__name__)
 
@@ -116,11 +116,11 @@ class BackendStats:
             log.debug("waitroom: backend counters not flushed: %s", exc)
 
     async def run(self, client: Client, keys: RoomKeys) -> None:
-        while True:
-            await asyncio.sleep(FLUSH_INTERVAL_S)
-            await self.flush(client, keys)
-            if stop_requested():  # flush swallows errors, a lost cancellation among them
-                raise asyncio.CancelledError
+        """Flush every ``FLUSH_INTERVAL_S`` until cancelled, the first after one."""
+        await asyncio.sleep(FLUSH_INTERVAL_S)
+        await every(
+            FLUSH_INTERVAL_S, lambda: self.flush(client, keys), what="flushing counters", logger=log
+        )
 
 
 @dataclass(frozen=True)

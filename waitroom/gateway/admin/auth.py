@@ -23,17 +23,14 @@ import hmac
 import json
 import secrets
 import time
-from collections.abc import Awaitable
 from dataclasses import dataclass
-from typing import Any, TypeVar
 
 from itsdangerous import BadData, URLSafeTimedSerializer
 
 from waitroom.line.keys import RoomKeys
-from waitroom.line.store import Client, Script, guard
+from waitroom.line.scripts import LOGIN
+from waitroom.line.store import Client, guard
 from waitroom.shared.passwords import verify_password
-
-T = TypeVar("T")
 
 SESSION_COOKIE = "wr_admin"
 LOGIN_COOKIE = "wr_admin_login"
@@ -44,7 +41,6 @@ FAILURE_WINDOW_S = 15 * 60
 MAX_FAILURES = 5
 SLOW_AFTER = 50
 SLOW_DOWN_S = 1.0
-LOGIN = Script("login.lua")
 
 
 def same(a: str | None, b: str | None) -> bool:
@@ -112,7 +108,9 @@ class AdminAuth:
             {"csrf": session.csrf, "address": address, "started_at": session.started_at}
         )
         key = self.keys.admin_session(session.id)
-        await self._redis("start session", self.client.set(key, record, ex=self.session_ttl_s))
+        await guard(
+            self.client, "start session", self.client.set(key, record, ex=self.session_ttl_s)
+        )
         return session, self._sessions.dumps(session.id)
 
     async def load(self, token: str | None) -> Session | None:
@@ -124,8 +122,8 @@ class AdminAuth:
             return None
         if not isinstance(session_id, str):
             return None
-        raw = await self._redis(
-            "read session", self.client.get(self.keys.admin_session(session_id))
+        raw = await guard(
+            self.client, "read session", self.client.get(self.keys.admin_session(session_id))
         )
         if raw is None:
             return None  # logged out, or expired in Redis
@@ -133,7 +131,9 @@ class AdminAuth:
         return Session(session_id, record["csrf"], record["address"], record["started_at"])
 
     async def end(self, session: Session) -> None:
-        await self._redis("end session", self.client.delete(self.keys.admin_session(session.id)))
+        await guard(
+            self.client, "end session", self.client.delete(self.keys.admin_session(session.id))
+        )
 
     # -- the login form's CSRF token -------------------------------------------------
 
@@ -156,21 +156,19 @@ class AdminAuth:
     async def attempt(self, address: str) -> Attempt:
         """Count a login attempt from ``address`` before its password is checked."""
         keys = [self.keys.login_failures(address), self.keys.login_failures("*")]
-        reply: list[Any] = await self._redis(
-            "count login", LOGIN(self.client, keys, [FAILURE_WINDOW_S, MAX_FAILURES])
+        allowed, retry_after_s, count = await LOGIN(
+            self.client, keys, [FAILURE_WINDOW_S, MAX_FAILURES]
         )
-        allowed, retry_after_s, count = (int(x) for x in reply)
-        return Attempt(bool(allowed), retry_after_s, count)
+        return Attempt(allowed, retry_after_s, count)
 
     async def slow_down(self, attempt: Attempt) -> None:
         if attempt.slowed:
             await asyncio.sleep(SLOW_DOWN_S)
 
     async def succeeded(self, address: str) -> None:
-        await self._redis("clear failures", self.client.delete(self.keys.login_failures(address)))
-
-    async def _redis(self, operation: str, awaitable: Awaitable[T]) -> T:
-        return await guard(self.client, operation, awaitable)
+        await guard(
+            self.client, "clear failures", self.client.delete(self.keys.login_failures(address))
+        )
 
 
 async def verify_password_async(password: str, encoded: str) -> bool:

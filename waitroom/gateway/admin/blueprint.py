@@ -337,7 +337,9 @@ def _live(services: Services, series: list[dict[str, Any]]) -> dict[str, Any]:
         protected_paths=s.protected_paths,
     )
     if s.release_at_ms is not None:
-        body["release"] = _release(s.release_at_ms, s.release_seed, s.release_base, s.released_n)
+        body["release"] = release.public_info(
+            s.release_at_ms, s.release_seed, s.release_base, s.released_n
+        )
     return body
 
 
@@ -348,15 +350,6 @@ def rate_mode(state: RoomState) -> str:
     if state.search.capacity is None:
         return "auto: searching for the backend's capacity"
     return f"auto: found about {state.search.capacity:.0f} lookups/s"
-
-
-def _release(at_ms: int, seed: str, base: int, released_n: int | None) -> dict[str, Any]:
-    info: dict[str, Any] = {"at_ms": at_ms, "prequeue_from": base + 1}
-    if released_n is None:
-        info["seed_sha256"] = release.commitment(seed)
-    else:
-        info.update(prequeue_to=released_n, seed=seed)
-    return info
 
 
 async def _dashboard(
