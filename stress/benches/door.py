@@ -3,9 +3,9 @@
 The waiting room must not fail at its own door: a student's every request should
 cost about what the server itself costs. For each server (Hypercorn, granian), in
 one run and in interleaved rounds, one worker pinned to core 0 answers, and the
-load generator (``stress.loadgen``) on core 1 asks:
+load generator (``stress.harness.loadgen``) on core 1 asks:
 
-- ``raw``: ``stress.plain_app``, a raw ASGI app with a constant body: the yardstick;
+- ``raw``: ``stress.harness.plain_app``, a raw ASGI app with a constant body: the yardstick;
 - ``status``: ``GET /status`` of a waiting student (a valid ticket);
 - ``json``: ``GET /`` of a waiting JSON client (a valid ticket);
 - ``refresh``: ``GET /`` of a waiting browser, the progress page (a valid ticket);
@@ -36,8 +36,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from stress import report
-from stress.gateway_bench import (
+from stress.benches.gateway import (
     HOST,
     LOADER_CORE,
     SERVER_CORE,
@@ -49,10 +48,11 @@ from stress.gateway_bench import (
     measure_load,
     start_yardstick,
 )
-from stress.httpclient import client_address
-from stress.loadgen import Request, RequestFactory, http_request
-from stress.plain_app import BODY as PLAIN_BODY
-from stress.stack import pinning_possible, sample_db
+from stress.harness import report
+from stress.harness.httpclient import client_address
+from stress.harness.loadgen import Request, RequestFactory, http_request
+from stress.harness.plain_app import BODY as PLAIN_BODY
+from stress.harness.stack import pinning_possible, sample_db
 from waitroom.devtools.embedded_redis import EmbeddedRedis
 from waitroom.line.keys import RoomKeys
 from waitroom.line.store import SyncClient, connect_sync

@@ -2,10 +2,10 @@
 
 The seed document's framework comparison, redone so that a result can be trusted:
 the shipped stack (Quart on Hypercorn, one worker and one per core) against a raw
-ASGI app on the same server (``stress.plain_app``), and both on uvicorn and
+ASGI app on the same server (``stress.harness.plain_app``), and both on uvicorn and
 granian where installed. One worker runs pinned to core 0, the generator to core 1
 (N workers get every core and share them with the generator: the table says so).
-The generator is ``wrk`` when installed, else ``stress.loadgen``; its own ceiling
+The generator is ``wrk`` when installed, else ``stress.harness.loadgen``; its own ceiling
 is measured first, against the fastest server here, and any figure it reached with
 its core saturated is marked as a floor, not the server's limit.
 """
@@ -26,14 +26,14 @@ import urllib.request
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from stress import report
-from stress.loadgen import Request, http_request, run_in_process
-from stress.stack import HOST, free_port
+from stress.harness import report
+from stress.harness.loadgen import Request, http_request, run_in_process
+from stress.harness.stack import HOST, free_port
 from waitroom.shared.processes import stop_group
 
 SERVER_CORE, LOADER_CORE = 0, 1
 SATURATED = 0.9
-APPS = {"raw": "stress.plain_app:app", "quart": "stress.plain_app:quart_app"}
+APPS = {"raw": "stress.harness.plain_app:app", "quart": "stress.harness.plain_app:quart_app"}
 
 
 @dataclass
@@ -95,7 +95,16 @@ def _start(app: str, server: str, workers: int, port: int) -> subprocess.Popen[b
             os.sched_setaffinity(0, {SERVER_CORE})
 
     proc = subprocess.Popen(
-        [sys.executable, "-m", "stress.baseline", "--serve", app, server, str(workers), str(port)],
+        [
+            sys.executable,
+            "-m",
+            "stress.scenarios.baseline",
+            "--serve",
+            app,
+            server,
+            str(workers),
+            str(port),
+        ],
         stdin=subprocess.DEVNULL,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,

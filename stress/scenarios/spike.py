@@ -18,11 +18,12 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from stress import arrivals, plots, report
-from stress.crowd import Crowd
-from stress.run import Outcome, one
-from stress.stack import sample_db
-from stress.student import Behaviour
+from stress.harness import plots, report
+from stress.harness.stack import sample_db
+from stress.journeys import arrivals
+from stress.journeys.crowd import Crowd
+from stress.journeys.student import Behaviour
+from stress.scenarios.run import Outcome, one
 from waitroom.lookup import sample
 
 # Through the waiting room, admission just under what the origin can do: students

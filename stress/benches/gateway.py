@@ -2,12 +2,12 @@
 
 Run from the repository root::
 
-    python -m stress.gateway_bench [--rounds R] [--duration S] [--servers hypercorn,granian]
+    python -m stress.benches.gateway [--rounds R] [--duration S] [--servers hypercorn,granian]
 
 For each server (Hypercorn, and granian when it is installed), in one run, measured
 in interleaved rounds (a, b, state, c direct, c via gateway; again):
 
-(a) ``stress.plain_app`` (a raw ASGI app with a constant body) on that server: what
+(a) ``stress.harness.plain_app`` (a raw ASGI app with a constant body) on that server: what
     the server itself can do on one core;
 (b) ``GET /status`` of a waiting student with a valid ticket, and ``GET /queue/state``,
     on the gateway (``waitroom serve``): the lean layer, no Quart, no Redis;
@@ -18,7 +18,7 @@ in interleaved rounds (a, b, state, c direct, c via gateway; again):
 Goals (from the issue): (b)/(a) >= 0.8 and (c) through / direct >= 0.7.
 
 Each server under test runs one worker pinned to core 0; the load generator
-(``stress.loadgen``) runs pinned to core 1, as do this script and Redis, which are
+(``stress.harness.loadgen``) runs pinned to core 1, as do this script and Redis, which are
 idle while the load runs. Through the gateway, the backend has to share core 1 with
 the loader: there are only two cores. Ratios compare figures of the same run,
 because absolute figures move by 20-50 % between runs on this machine; the
@@ -50,8 +50,9 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from stress.loadgen import LoadResult, Request, RequestFactory, http_request, run_in_process
-from stress.plain_app import BODY as PLAIN_BODY
+from stress.harness.loadgen import LoadResult, Request, RequestFactory, http_request, run_in_process
+from stress.harness.paths import CACHE, REPO, REPORTS
+from stress.harness.plain_app import BODY as PLAIN_BODY
 from waitroom.devtools.embedded_redis import EmbeddedRedis
 from waitroom.line.keys import RoomKeys
 from waitroom.line.store import SyncClient, connect_sync
@@ -60,9 +61,6 @@ from waitroom.room.tickets import PASS_COOKIE, TICKET_COOKIE
 from waitroom.shared.admission import HEADER, AdmissionSigner
 from waitroom.shared.processes import stop_group
 
-ROOT = Path(__file__).resolve().parent
-CACHE = ROOT / ".cache"
-REPORTS = ROOT / "reports"
 HOST = "127.0.0.1"
 SERVER_CORE = 0
 LOADER_CORE = 1
@@ -104,7 +102,7 @@ class Processes:
         try:
             proc = subprocess.Popen(
                 [sys.executable, *args],
-                cwd=ROOT.parent,
+                cwd=REPO,
                 env=env,
                 stdin=subprocess.DEVNULL,
                 stdout=log,
@@ -144,11 +142,11 @@ class Processes:
 
 
 def start_yardstick(procs: Processes, server: str, port: int, env: dict[str, str]) -> int:
-    """``stress.plain_app`` on ``server`` through waitroom's own server runner (so with
+    """``stress.harness.plain_app`` on ``server`` through waitroom's own server runner (so with
     the gateway's server settings), pinned to the server core; its pid."""
     code = (
         "from waitroom.shared.server import run; "
-        f"run('stress.plain_app:app', host={HOST!r}, port={port}, server={server!r})"
+        f"run('stress.harness.plain_app:app', host={HOST!r}, port={port}, server={server!r})"
     )
     return procs.start(f"{server}-plain", ["-c", code], SERVER_CORE, env)
 
@@ -631,7 +629,7 @@ def _prepare_db(students: int) -> Path:
     CACHE.mkdir(exist_ok=True)
     db = CACHE / f"gateway-results-{students}.sqlite3"
     if db.exists():
-        print(f"results: {db.relative_to(ROOT.parent)} (cached)", flush=True)
+        print(f"results: {db.relative_to(REPO)} (cached)", flush=True)
         return db
     csv_path = CACHE / f"gateway-sample-{students}.csv"
     started = time.perf_counter()
@@ -643,7 +641,7 @@ def _prepare_db(students: int) -> Path:
             [sys.executable, "-m", "waitroom", "lookup", *args],
             check=True,
             stdout=subprocess.DEVNULL,
-            cwd=ROOT.parent,
+            cwd=REPO,
         )
     print(f"results: {students:,} candidates in {time.perf_counter() - started:.1f} s", flush=True)
     return db
@@ -826,7 +824,7 @@ def _pinned(core: int) -> Iterator[None]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m stress.gateway_bench", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m stress.benches.gateway", description=__doc__)
     parser.add_argument("--servers", default="hypercorn,granian", help="comma-separated")
     parser.add_argument(
         "--duration", type=float, default=5.0, help="measured seconds per route and round"
@@ -898,7 +896,7 @@ def main(argv: list[str] | None = None) -> int:
             "platform": platform.platform(),
             "python": platform.python_version(),
         },
-        "command": "python -m stress.gateway_bench "
+        "command": "python -m stress.benches.gateway "
         + " ".join(sys.argv[1:] if argv is None else argv),
         "settings": {
             "connections": args.connections,
@@ -918,7 +916,7 @@ def main(argv: list[str] | None = None) -> int:
         "took_s": took,
     }
     out.write_text(json.dumps(report, indent=2))
-    print(f"\nreport: {out.relative_to(ROOT.parent)} ({took:.0f} s)")
+    print(f"\nreport: {out.relative_to(REPO)} ({took:.0f} s)")
     met = all(s["status_goal_met"] and s["lookup_goal_met"] and not s["errors"] for s in summary)
     return 0 if met else 1
 

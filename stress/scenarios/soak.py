@@ -1,4 +1,4 @@
-"""``python -m stress.soak``: steady arrivals for a long time; is every bound a bound?
+"""``python -m stress.scenarios.soak``: steady arrivals for a long time; is every bound a bound?
 
 Runs the real stack (embedded Redis, the lookup backend and a two-worker gateway,
 each through the real CLI in its own process) and sends students at a steady rate
@@ -35,14 +35,13 @@ from typing import Any
 
 import aiohttp
 
-from stress.stack import free_port, sample_db
+from stress.harness.paths import REPORTS
+from stress.harness.stack import free_port, sample_db
 from waitroom.devtools.embedded_redis import EmbeddedRedis
 from waitroom.line.store import connect_sync
 from waitroom.lookup import sample
 from waitroom.shared.processes import die_with_parent, stop_group
 
-ROOT = Path(__file__).resolve().parent
-REPORTS = ROOT / "reports"
 STUDENTS_IN_DB = 20_000
 # Growth between the second and the last quarter of the run that still counts as
 # flat: noise of a live process (allocator, caches) is a few per cent.
@@ -300,7 +299,7 @@ def _markdown(report: dict[str, Any]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m stress.soak", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m stress.scenarios.soak", description=__doc__)
     parser.add_argument("--minutes", type=float, default=20.0)
     parser.add_argument("--arrivals", type=float, default=25.0, help="students per second")
     parser.add_argument("--rate", type=float, default=30.0, help="admissions per second")

@@ -24,19 +24,30 @@ import sys
 import tempfile
 import time
 import urllib.request
+from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 
-from stress.student import Target
+from stress.harness.paths import CACHE, REPO
 from waitroom.devtools.embedded_redis import EmbeddedRedis
 from waitroom.lookup import sample
 from waitroom.lookup.importing.importer import import_csv
 from waitroom.shared.processes import die_with_parent, stop_group
 
-ROOT = Path(__file__).resolve().parent
-CACHE = ROOT / ".cache"
 HOST = "127.0.0.1"
 SERVER_CORE = 0
+
+
+@dataclass(frozen=True)
+class Target:
+    """A system under test, as the crowd and the analysis address it."""
+
+    name: str  # "waitroom" or "direct"
+    host: str
+    port: int
+    redis_url: str | None = None
+    room: str = "results"
+    rate: float | None = None  # configured admissions per second
 
 
 def sample_db(students: int, seed: int = sample.DEFAULT_SEED, cache: Path = CACHE) -> Path:
@@ -172,7 +183,7 @@ class Stack:
         with (self.logs / f"{name}.log").open("ab") as log:
             proc = subprocess.Popen(
                 [sys.executable, "-m", "waitroom", *args],
-                cwd=ROOT.parent,
+                cwd=REPO,
                 env=env,
                 stdin=subprocess.DEVNULL,
                 stdout=log,

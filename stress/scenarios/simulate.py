@@ -33,8 +33,9 @@ from dataclasses import dataclass, field
 from importlib import resources
 from typing import Any
 
-from stress import arrivals, plots, report
-from stress.analysis import percentiles
+from stress.harness import plots, report
+from stress.harness.analysis import percentiles
+from stress.journeys import arrivals
 from waitroom.devtools.embedded_ha import started
 from waitroom.line.keys import RoomKeys
 from waitroom.line.state import Queue, RoomState

@@ -2,7 +2,7 @@
 
 Run from the repository root::
 
-    python -m stress.lookup_bench [--students N] [--duration S] [--granian]
+    python -m stress.benches.lookup [--students N] [--duration S] [--granian]
 
 In one run: generate the sample CSV (cached in stress/.cache/), time the import,
 start the backend (Hypercorn, one worker; it reads the database into the page cache
@@ -32,14 +32,12 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-from stress.loadgen import LoadResult, Request, http_request, json_post, run_in_process
+from stress.harness.loadgen import LoadResult, Request, http_request, json_post, run_in_process
+from stress.harness.paths import CACHE, REPORTS
 from waitroom.lookup import sample
 from waitroom.lookup.importing.importer import import_csv
 from waitroom.shared.admission import HEADER, AdmissionSigner
 
-ROOT = Path(__file__).resolve().parent
-CACHE = ROOT / ".cache"
-REPORTS = ROOT / "reports"
 GOAL_RATIO = 0.7
 
 
@@ -165,7 +163,7 @@ def _bench_server(server: str, db: Path, args: argparse.Namespace, secret: str) 
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m stress.lookup_bench", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m stress.benches.lookup", description=__doc__)
     parser.add_argument("--students", type=int, default=2_000_000)
     parser.add_argument("--seed", type=int, default=sample.DEFAULT_SEED)
     parser.add_argument("--duration", type=float, default=8.0, help="seconds per round")
@@ -211,7 +209,7 @@ def main(argv: list[str] | None = None) -> int:
                     "python": platform.python_version(),
                     "processor": _cpu_model(),
                 },
-                "command": "python -m stress.lookup_bench " + " ".join(argv or sys.argv[1:]),
+                "command": "python -m stress.benches.lookup " + " ".join(argv or sys.argv[1:]),
                 "sample_generation_s": gen_s,
                 "import": {"rows": report.rows, "seconds": report.seconds},
                 "servers": results,

@@ -15,9 +15,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from stress import analysis, crowd
-from stress.plots import Series
-from stress.stack import SERVER_CORE, Stack
+from stress.harness import analysis
+from stress.harness.plots import Series
+from stress.harness.record import SATURATED
+from stress.harness.stack import SERVER_CORE, Stack
+from stress.journeys import crowd
 
 
 @dataclass
@@ -102,7 +104,7 @@ def warn_loader(summary: dict[str, Any]) -> None:
     if saturated:
         print(
             f"warning: {summary['label']}: the load generator used over "
-            f"{crowd.SATURATED:.0%} of a core for {saturated} s; latencies in those "
+            f"{SATURATED:.0%} of a core for {saturated} s; latencies in those "
             "seconds include its own queueing",
             file=sys.stderr,
         )

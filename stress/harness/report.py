@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-REPORTS = Path(__file__).resolve().parent / "reports"
+from stress.harness.paths import REPORTS
 
 
 def machine() -> dict[str, Any]:
