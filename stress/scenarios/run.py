@@ -10,15 +10,15 @@ from __future__ import annotations
 import contextlib
 import os
 import sys
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from stress.harness import analysis
 from stress.harness.plots import Series
+from stress.harness.processes import SERVER_CORE, pinned
 from stress.harness.record import SATURATED
-from stress.harness.stack import SERVER_CORE, Stack
+from stress.harness.stack import Stack
 from stress.journeys import crowd
 
 
@@ -31,16 +31,9 @@ class Outcome:
     logs: dict[str, str]
 
 
-@contextlib.contextmanager
-def _loader_cores(pin: bool) -> Iterator[None]:
-    before = os.sched_getaffinity(0)
-    others = before - {SERVER_CORE}
-    if pin and others:
-        os.sched_setaffinity(0, others)
-    try:
-        yield
-    finally:
-        os.sched_setaffinity(0, before)
+def _loader_cores(pin: bool) -> contextlib.AbstractContextManager[None]:
+    """The load generator (this process) off the servers' core when they are pinned."""
+    return pinned(os.sched_getaffinity(0) - {SERVER_CORE} if pin else set())
 
 
 def one(
