@@ -18,15 +18,15 @@ import argparse
 from stress.harness import report
 from stress.harness.stack import sample_db
 from stress.journeys import arrivals
-from stress.scenarios.run import Outcome, one
+from stress.scenarios.run import Outcome
 from stress.scenarios.spike import (
     add_common,
-    capacity_of,
     check,
     crowd_of,
     describe,
     document_table,
     finish,
+    run_target,
 )
 
 SPAWN_PER_S = 700.0
@@ -58,20 +58,7 @@ def main(scenario: str, argv: list[str]) -> int:
         for target in targets:
             label = f"{n} users {target}"
             plan = crowd_of(args, arrivals.spawn(n, args.spawn_rate))
-            outcomes.append(
-                one(
-                    label,
-                    db,
-                    plan,
-                    waitroom=target == "waitroom",
-                    rate=args.rate,
-                    capacity=capacity_of(args),
-                    pin=args.pin,
-                    gateway_workers=args.gateway_workers,
-                    backend_workers=args.backend_workers,
-                    server=args.server,
-                )
-            )
+            outcomes.append(run_target(args, label, db, plan, target))
             report.say(document_table(outcomes[-1:]))
     shape = (
         f"users spawned at {args.spawn_rate:g}/s, 0-1 s between a user's requests; {describe(args)}"
