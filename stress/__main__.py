@@ -10,9 +10,9 @@ Scenarios (``python -m stress SCENARIO --help`` for each one's options):
   simulate  2,000,000 students through the real queue scripts, simulated clock
   baseline  plaintext throughput of the server stacks, and the load generator's own
   door      what one gateway worker takes: first visits, joins, queue-state polls
-  gateway   the gateway benchmark (python -m stress.gateway_bench)
-  lookup    the lookup backend benchmark (python -m stress.lookup_bench)
-  soak      steady arrivals for a long time (python -m stress.soak)
+  gateway   the gateway benchmark (python -m stress.benches.gateway)
+  lookup    the lookup backend benchmark (python -m stress.benches.lookup)
+  soak      steady arrivals for a long time (python -m stress.scenarios.soak)
   ha        what Sentinel and Cluster cost: WAIT, failover time, memory per student
 
 Reports go to stress/reports/<scenario>-<date>/ (Markdown, JSON, PNG plots).
@@ -24,18 +24,18 @@ import importlib
 import sys
 
 SCENARIOS = {
-    "seed": "stress.seed",
-    "spike": "stress.spike",
-    "release": "stress.spike",
-    "simulate": "stress.simulate",
-    "baseline": "stress.baseline",
-    "door": "stress.door",
+    "seed": "stress.scenarios.seed",
+    "spike": "stress.scenarios.spike",
+    "release": "stress.scenarios.spike",
+    "simulate": "stress.scenarios.simulate",
+    "baseline": "stress.scenarios.baseline",
+    "door": "stress.benches.door",
 }
 BENCHES = {
-    "gateway": "stress.gateway_bench",
-    "lookup": "stress.lookup_bench",
-    "soak": "stress.soak",
-    "ha": "stress.ha_bench",
+    "gateway": "stress.benches.gateway",
+    "lookup": "stress.benches.lookup",
+    "soak": "stress.scenarios.soak",
+    "ha": "stress.benches.ha",
 }
 
 

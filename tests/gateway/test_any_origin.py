@@ -29,10 +29,10 @@ import redis
 
 from tests.support.e2e import GatewayFactory, student, wait_for_credit
 from tests.support.gateway_processes import node_env, start_node, stop_node, wait_up
-from tests.support.servers import free_port
 from tests.support.shop_origin import BIG_BYTES
 from waitroom.line.keys import RoomKeys
 from waitroom.room.tickets import PASS_COOKIE, TICKET_COOKIE
+from waitroom.shared.processes import free_port
 
 KEYS = RoomKeys("results")
 ROOT = Path(__file__).resolve().parents[2]

@@ -31,10 +31,9 @@ import redis
 from tests.support.e2e import candidate_form
 from tests.support.gateway_processes import node_env, wait_up
 from tests.support.gateway_support import BACKEND_KEYS
-from tests.support.lookup_fixtures import free_port
 from waitroom.line.keys import RoomKeys
 from waitroom.line.state import Search
-from waitroom.shared.processes import stop_group
+from waitroom.shared.processes import free_port, stop_group
 
 CAPACITY = 40.0  # lookups a second the origin does
 CROWD = 3200  # more than 70 s of admission at 110 % of the capacity

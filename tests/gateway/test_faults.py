@@ -28,12 +28,13 @@ import redis.asyncio as aioredis
 from tests.support.e2e import JSON, candidate_form, student, wait_for_credit
 from tests.support.gateway_processes import kill_node, node_env, start_node, stop_node, wait_up
 from tests.support.gateway_support import BACKEND_KEYS, make_settings
-from tests.support.servers import free_port, serving
+from tests.support.servers import serving
 from waitroom.devtools.embedded_redis import EmbeddedRedis
 from waitroom.gateway.app import create_app
 from waitroom.line.keys import RoomKeys
 from waitroom.room import tickets
 from waitroom.room.tickets import PASS_COOKIE
+from waitroom.shared.processes import free_port
 
 KEYS = RoomKeys("results")
 

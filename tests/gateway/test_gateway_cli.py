@@ -13,9 +13,9 @@ from pathlib import Path
 import pytest
 
 from tests.support.gateway_support import BACKEND_KEYS, TEST_KEYS
-from tests.support.servers import free_port
 from waitroom.errors import ConfigError
 from waitroom.settings import Settings
+from waitroom.shared.processes import free_port
 from waitroom.shared.secret_settings import estimated_bits, weak_key_problem
 
 STRONG = secrets.token_urlsafe(32)

@@ -24,7 +24,7 @@ from tests.support.e2e import (
     wait_for_credit,
 )
 from tests.support.gateway_support import BACKEND_KEYS, TEST_KEYS, make_settings
-from tests.support.servers import Server, free_port, serving
+from tests.support.servers import Server, serving
 from waitroom.devtools.embedded_redis import EmbeddedRedis
 from waitroom.gateway.app import create_app
 from waitroom.line.keys import RoomKeys
@@ -32,6 +32,7 @@ from waitroom.lookup import sample
 from waitroom.lookup.app import create_app as create_backend
 from waitroom.room.tickets import PASS_COOKIE, TICKET_COOKIE
 from waitroom.settings import Settings
+from waitroom.shared.processes import free_port
 
 # -- admission -----------------------------------------------------------------------
 

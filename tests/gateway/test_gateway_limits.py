@@ -23,7 +23,7 @@ from tests.support.e2e import (
     wait_for_credit,
 )
 from tests.support.gateway_support import BACKEND_KEYS, make_settings
-from tests.support.servers import free_port, serving
+from tests.support.servers import serving
 from waitroom.devtools.embedded_redis import EmbeddedRedis
 from waitroom.errors import ConfigError
 from waitroom.gateway.app import create_app
@@ -32,6 +32,7 @@ from waitroom.lookup.app import create_app as create_backend
 from waitroom.room.abuse import client_address, parse_networks
 from waitroom.room.tickets import CLOCK_SKEW_S, PASS_COOKIE, TICKET_COOKIE
 from waitroom.settings import Settings
+from waitroom.shared.processes import free_port
 
 KEYS = RoomKeys("results")
 

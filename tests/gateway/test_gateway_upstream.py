@@ -10,9 +10,9 @@ from typing import Any
 
 import pytest
 
-from tests.support.servers import free_port, serving
+from tests.support.servers import serving
 from waitroom.gateway.upstream import Upstream, UpstreamError
-from waitroom.shared.processes import die_with_parent
+from waitroom.shared.processes import die_with_parent, free_port
 
 connections: set[object] = set()
 

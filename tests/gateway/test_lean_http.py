@@ -20,9 +20,10 @@ import redis
 
 from tests.support.e2e import JSON, GatewayFactory, candidate_form, student, wait_for_credit
 from tests.support.gateway_processes import node_env, start_node, stop_node, wait_up
-from tests.support.servers import Server, free_port
+from tests.support.servers import Server
 from waitroom.line.keys import RoomKeys
 from waitroom.room.tickets import PASS_COOKIE, TICKET_COOKIE
+from waitroom.shared.processes import free_port
 
 KEYS = RoomKeys("results")
 

@@ -27,12 +27,12 @@ from typing import Any
 import aiohttp
 import pytest
 
-from tests.support.lookup_fixtures import SEED, STUDENTS, free_port, make_db
+from tests.support.lookup_fixtures import SEED, STUDENTS, make_db
 from waitroom.cli import main
 from waitroom.lookup import sample
 from waitroom.lookup.capacity import COUNTERS_PATH
 from waitroom.shared.admission import HEADER, AdmissionSigner
-from waitroom.shared.processes import stop_group
+from waitroom.shared.processes import free_port, stop_group
 
 # Slack for a busy machine on top of a time the origin promises.
 LATE_S = 0.35

@@ -119,8 +119,8 @@ def test_serve_runs_workers_and_checks_admission(tmp_path: Path, server: str) ->
     import urllib.error
     import urllib.request
 
-    from tests.support.servers import free_port
     from waitroom.shared.admission import HEADER, AdmissionSigner
+    from waitroom.shared.processes import free_port
 
     out, db = tmp_path / "s.csv", tmp_path / "r.sqlite3"
     assert main(["lookup", "sample", "--students", "50", "--out", str(out)]) == 0

@@ -23,9 +23,9 @@ from typing import Any
 
 import pytest
 
-from tests.support.servers import free_port
 from waitroom.lookup import sample
 from waitroom.lookup.importing import importer
+from waitroom.shared.processes import free_port
 
 SECRET = "supervision-test-backend-secret-0123"
 

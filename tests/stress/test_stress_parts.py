@@ -14,14 +14,17 @@ import redis.asyncio as aioredis
 from hypercorn.asyncio import serve
 from hypercorn.config import Config
 
-from stress import analysis, arrivals, plain_app, seed, simulate, spike
-from stress.baseline import parse_wrk
-from stress.httpclient import Browser, HttpError
-from stress.record import Recorder, Student
-from stress.stack import Stack, free_port
-from stress.student import Behaviour, Journey, Target
+from stress.harness import analysis, plain_app
+from stress.harness.httpclient import Browser, HttpError
+from stress.harness.record import Recorder, Student
+from stress.harness.stack import Stack, Target
+from stress.journeys import arrivals
+from stress.journeys.student import Behaviour, Journey
+from stress.scenarios import seed, simulate, spike
+from stress.scenarios.baseline import parse_wrk
 from tests.support.gateway_support import make_settings
 from waitroom.line.state import Queue
+from waitroom.shared.processes import free_port
 
 
 def _student(i: int, sent: float, done: float, position: int) -> Student:

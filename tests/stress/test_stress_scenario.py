@@ -14,10 +14,11 @@ from pathlib import Path
 
 import pytest
 
-from stress import analysis, arrivals, plots, report
-from stress.crowd import Crowd, run_sync
-from stress.stack import Stack, sample_db
-from stress.student import Behaviour
+from stress.harness import analysis, plots, report
+from stress.harness.stack import Stack, sample_db
+from stress.journeys import arrivals
+from stress.journeys.crowd import Crowd, run_sync
+from stress.journeys.student import Behaviour
 
 STUDENTS = 300
 RATE = 40.0

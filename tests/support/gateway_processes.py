@@ -16,10 +16,10 @@ import signal
 import subprocess
 import sys
 import time
-import urllib.request
 from collections.abc import Mapping
 
 from tests.support.gateway_support import BACKEND_KEYS, TEST_KEYS
+from waitroom.shared.processes import wait_answering
 
 
 def node_env(redis_url: str, backend_url: str, **settings: object) -> dict[str, str]:
@@ -62,21 +62,16 @@ def start_node(
 
 
 def wait_up(port: int, process: subprocess.Popen[bytes], timeout: float = 30) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+    def alive() -> None:
         if process.poll() is not None:
             _, err = process.communicate()
             raise AssertionError(
                 f"gateway on {port} exited: {err.decode(errors='replace')[-2000:]}"
             )
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/queue/state", timeout=1) as r:
-                if r.status == 200:
-                    return
-        except OSError:
-            pass
-        time.sleep(0.1)
-    raise AssertionError(f"gateway on {port} did not come up within {timeout:.0f}s")
+
+    url = f"http://127.0.0.1:{port}/queue/state"
+    if not wait_answering(url, timeout, check=alive):
+        raise AssertionError(f"gateway on {port} did not come up within {timeout:.0f}s")
 
 
 def kill_node(process: subprocess.Popen[bytes]) -> None:

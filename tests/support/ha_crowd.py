@@ -19,7 +19,7 @@ import aiohttp
 
 from tests.support.e2e import JSON, candidate_form, student
 from tests.support.gateway_processes import start_node, stop_node, wait_up
-from tests.support.servers import free_port
+from waitroom.shared.processes import free_port
 
 POLL_S = 0.25
 # A student learns their turn at their next poll; the gateways' views lag a refresh.

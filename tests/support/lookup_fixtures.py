@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import shutil
-import socket
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -23,6 +22,7 @@ from waitroom.lookup import sample
 from waitroom.lookup.app import LookupApp, create_app
 from waitroom.lookup.importing.importer import import_csv
 from waitroom.shared.admission import HEADER, AdmissionSigner
+from waitroom.shared.processes import free_port
 
 SEED = 7
 STUDENTS = 300
@@ -41,13 +41,6 @@ def copy_db(source: Path, directory: Path) -> Path:
     db = directory / "results.sqlite3"
     shutil.copyfile(source, db)
     return db
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 @dataclass

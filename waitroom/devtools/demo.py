@@ -25,7 +25,6 @@ import signal
 import subprocess
 import sys
 import time
-import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -34,7 +33,7 @@ from waitroom.errors import WaitroomError
 from waitroom.gateway.upstream import Upstream, UpstreamError
 from waitroom.lookup import sample
 from waitroom.shared.passwords import hash_password
-from waitroom.shared.processes import die_with_parent
+from waitroom.shared.processes import die_with_parent, wait_answering
 
 _FIRST_DELAY_S = 0.5
 _MAX_DELAY_S = 30.0
@@ -61,18 +60,12 @@ def _check(*args: str) -> None:
 
 
 def _wait_healthy(url: str, process: subprocess.Popen[bytes], timeout: float = 30) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+    def alive() -> None:
         if process.poll() is not None:
             raise WaitroomError(f"process for {url} exited with {process.returncode}")
-        with (
-            contextlib.suppress(OSError),
-            urllib.request.urlopen(url, timeout=1) as answer,  # noqa: S310 - loopback
-        ):
-            if answer.status == 200:
-                return
-        time.sleep(0.2)
-    raise WaitroomError(f"{url} did not become healthy within {timeout:.0f}s")
+
+    if not wait_answering(url, timeout, check=alive, every_s=0.2):
+        raise WaitroomError(f"{url} did not become healthy within {timeout:.0f}s")
 
 
 def _interrupt(signum: int, frame: object) -> None:

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import contextlib
 import shutil
-import socket
 import subprocess
 import tempfile
 import time
@@ -31,6 +30,7 @@ from redis.crc import key_slot
 
 from waitroom.devtools.embedded_redis import EmbeddedRedis, find_server_binary
 from waitroom.errors import EmbeddedRedisError
+from waitroom.shared.processes import free_port
 
 HOST = "127.0.0.1"
 MASTER_NAME = "waitroom"
@@ -43,15 +43,6 @@ SLOTS = 16384
 # Replication starts at once (no 5 s wait for more replicas to share one transfer),
 # and every node tells the others 127.0.0.1 rather than whatever it guesses.
 _REPLICATION = ("--repl-diskless-sync-delay", "0", "--replica-announce-ip", HOST)
-
-
-def free_port(*, below: int = 65536) -> int:
-    while True:
-        with socket.socket() as probe:
-            probe.bind((HOST, 0))
-            port: int = probe.getsockname()[1]
-        if port < below:
-            return port
 
 
 def _client(port: int) -> redis.Redis:

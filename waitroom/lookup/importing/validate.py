@@ -36,9 +36,11 @@ _ENCODE_STR = json.JSONEncoder(ensure_ascii=False).encode
 # "7", "07" and "007" all mean seven marks; a dict hit is both the check and the parse.
 _MARKS: dict[str, int] = {f"{i:0{w}d}": i for i in range(MAX_MARKS + 1) for w in (1, 2, 3)}
 _RESULTS = frozenset(RESULTS)
-_DATE_RE = re.compile(r"\d{4}-\d{2}-\d{2}")
-_SUBJECT_CODE_RE = re.compile(r"\d{3}")
-_SCHOOL_CODE_RE = re.compile(r"\d{1,10}")
+# ASCII digits only: ``\d`` also matches Arabic-Indic, Devanagari and every other
+# Unicode digit, which the fast path (and the lookup form) never accept.
+_DATE_RE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
+_SUBJECT_CODE_RE = re.compile(r"[0-9]{3}")
+_SCHOOL_CODE_RE = re.compile(r"[0-9]{1,10}")
 
 
 class RowChecker:

@@ -2,7 +2,7 @@
 
 Run from the repository root::
 
-    python -m stress.lookup_bench [--students N] [--duration S] [--granian]
+    python -m stress.benches.lookup [--students N] [--duration S] [--granian]
 
 In one run: generate the sample CSV (cached in stress/.cache/), time the import,
 start the backend (Hypercorn, one worker; it reads the database into the page cache
@@ -25,31 +25,23 @@ import platform
 import random
 import secrets
 import statistics
-import subprocess
 import sys
+import tempfile
 import time
-import urllib.request
 from pathlib import Path
 from typing import Any
 
-from stress.loadgen import LoadResult, Request, http_request, json_post, run_in_process
+from stress.benches.servers import start_backend
+from stress.harness.loadgen import LoadResult, Request, http_request, json_post, run_in_process
+from stress.harness.paths import CACHE, REPORTS
+from stress.harness.processes import LOADER_CORE, SERVER_CORE, Processes, pinning_possible
+from stress.harness.report import cpu_model
 from waitroom.lookup import sample
 from waitroom.lookup.importing.importer import import_csv
 from waitroom.shared.admission import HEADER, AdmissionSigner
+from waitroom.shared.processes import free_port
 
-ROOT = Path(__file__).resolve().parent
-CACHE = ROOT / ".cache"
-REPORTS = ROOT / "reports"
 GOAL_RATIO = 0.7
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 def _sample_file(students: int, seed: int) -> tuple[Path, float | None]:
@@ -60,37 +52,6 @@ def _sample_file(students: int, seed: int) -> tuple[Path, float | None]:
     started = time.perf_counter()
     sample.write_csv(path, students, seed)
     return path, time.perf_counter() - started
-
-
-def _start_server(db: Path, port: int, secret: str, server: str) -> subprocess.Popen[bytes]:
-    env = {**os.environ, "WAITROOM_BACKEND_SECRET": secret}
-    cmd = [sys.executable, "-m", "waitroom", "lookup", "serve", "--db", str(db)]
-    cmd += ["--port", str(port), "--server", server]
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    if len(os.sched_getaffinity(0)) > 1:
-        os.sched_setaffinity(proc.pid, {0})  # granian's worker inherits it at spawn
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            err = proc.stderr.read().decode() if proc.stderr else ""
-            raise RuntimeError(f"{server} backend exited with {proc.returncode}: {err}")
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=1) as r:
-                if r.status == 200:
-                    return proc
-        except OSError:
-            time.sleep(0.1)
-    proc.kill()
-    raise RuntimeError(f"{server} backend did not answer /healthz within 30 s")
-
-
-def _stop(proc: subprocess.Popen[bytes]) -> None:
-    proc.terminate()
-    try:
-        proc.wait(10)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
 
 
 def _plain_factory() -> Request:
@@ -122,11 +83,17 @@ class _LookupFactory:
 
 
 def _bench_server(server: str, db: Path, args: argparse.Namespace, secret: str) -> dict[str, Any]:
-    port = _free_port()
-    proc = _start_server(db, port, secret, server)
-    cpu = 1 if len(os.sched_getaffinity(0)) > 1 else None
+    port = free_port()
+    pin = pinning_possible()
+    cpu = LOADER_CORE if pin else None
     rounds: dict[str, list[LoadResult]] = {"plain": [], "lookup": []}
-    try:
+    with (
+        tempfile.TemporaryDirectory(prefix="waitroom-lookup-bench-") as logs,
+        Processes(Path(logs)) as procs,
+    ):
+        core = SERVER_CORE if pin else None
+        pid = start_backend(procs, f"{server}-backend", server, port, db, secret, core)
+        procs.wait_ready(pid, port, "/healthz")
         for _ in range(args.rounds):
             for name, factory in (
                 ("plain", _plain_factory),
@@ -143,8 +110,6 @@ def _bench_server(server: str, db: Path, args: argparse.Namespace, secret: str) 
                 )
                 rounds[name].append(result)
                 print(f"  {server:9} {name:6} {result.summary()}", flush=True)
-    finally:
-        _stop(proc)
     plain = statistics.median(r.rps for r in rounds["plain"])
     lookup = statistics.median(r.rps for r in rounds["lookup"])
     # Each lookup round is compared with the plain round just before it: on a noisy
@@ -165,7 +130,7 @@ def _bench_server(server: str, db: Path, args: argparse.Namespace, secret: str) 
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m stress.lookup_bench", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m stress.benches.lookup", description=__doc__)
     parser.add_argument("--students", type=int, default=2_000_000)
     parser.add_argument("--seed", type=int, default=sample.DEFAULT_SEED)
     parser.add_argument("--duration", type=float, default=8.0, help="seconds per round")
@@ -209,9 +174,9 @@ def main(argv: list[str] | None = None) -> int:
                     "cpus": os.cpu_count(),
                     "platform": platform.platform(),
                     "python": platform.python_version(),
-                    "processor": _cpu_model(),
+                    "processor": cpu_model(),
                 },
-                "command": "python -m stress.lookup_bench " + " ".join(argv or sys.argv[1:]),
+                "command": "python -m stress.benches.lookup " + " ".join(argv or sys.argv[1:]),
                 "sample_generation_s": gen_s,
                 "import": {"rows": report.rows, "seconds": report.seconds},
                 "servers": results,
@@ -222,16 +187,6 @@ def main(argv: list[str] | None = None) -> int:
     print(f"report: {out}")
     hypercorn = results[0]
     return 0 if hypercorn["all_ok"] and hypercorn["ratio"] >= GOAL_RATIO else 1
-
-
-def _cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor()
 
 
 if __name__ == "__main__":

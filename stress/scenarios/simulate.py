@@ -32,8 +32,9 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
-from stress import arrivals, plots, report
-from stress.analysis import percentiles
+from stress.harness import plots, report
+from stress.harness.analysis import percentiles
+from stress.journeys import arrivals
 from waitroom.devtools.embedded_ha import started
 from waitroom.line.keys import RoomKeys
 from waitroom.line.scripts import ADVANCE, INIT, JOIN, SPEND

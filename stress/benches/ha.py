@@ -28,8 +28,8 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from stress import report
-from stress.analysis import percentiles
+from stress.harness import report
+from stress.harness.analysis import percentiles
 from waitroom.devtools.embedded_ha import ClusterSet, SentinelSet
 from waitroom.devtools.embedded_redis import EmbeddedRedis
 from waitroom.errors import StoreUnavailable

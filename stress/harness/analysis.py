@@ -17,9 +17,8 @@ import math
 from collections import Counter
 from typing import Any
 
-from stress.crowd import LoaderCpu
-from stress.record import Recorder, Student
-from stress.student import Target
+from stress.harness.record import LoaderCpu, Recorder, Student
+from stress.harness.stack import Target
 
 GRANULARITY_S = 0.25  # two frontier samples and a pacer tick
 RATE_TOLERANCE = 0.1

@@ -1,4 +1,4 @@
-"""``python -m stress.soak``: steady arrivals for a long time; is every bound a bound?
+"""``python -m stress.scenarios.soak``: steady arrivals for a long time; is every bound a bound?
 
 Runs the real stack (embedded Redis, the lookup backend and a two-worker gateway,
 each through the real CLI in its own process) and sends students at a steady rate
@@ -19,30 +19,28 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import json
 import os
 import random
 import secrets
-import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 
-from stress.stack import free_port, sample_db
+from stress.harness.cpu import tree_rss_mb
+from stress.harness.paths import REPORTS
+from stress.harness.processes import Processes
+from stress.harness.stack import sample_db
 from waitroom.devtools.embedded_redis import EmbeddedRedis
 from waitroom.line.store import connect_sync
 from waitroom.lookup import sample
-from waitroom.shared.processes import die_with_parent, stop_group
+from waitroom.shared.processes import free_port
 
-ROOT = Path(__file__).resolve().parent
-REPORTS = ROOT / "reports"
 STUDENTS_IN_DB = 20_000
 # Growth between the second and the last quarter of the run that still counts as
 # flat: noise of a live process (allocator, caches) is a few per cent.
@@ -59,45 +57,6 @@ class Tally:
     status_5xx: int = 0
     busy_503: int = 0
     samples: list[dict[str, Any]] = field(default_factory=list)
-
-
-def _spawn(args: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
-    with log.open("ab") as out:
-        return subprocess.Popen(
-            [sys.executable, "-m", "waitroom", *args],
-            env=env,
-            stdin=subprocess.DEVNULL,
-            stdout=out,
-            stderr=out,
-            preexec_fn=die_with_parent,
-            start_new_session=True,
-        )
-
-
-def _wait(url: str, timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        with contextlib.suppress(OSError), urllib.request.urlopen(url, timeout=2) as answer:  # noqa: S310
-            if answer.status == 200:
-                return
-        time.sleep(0.2)
-    raise RuntimeError(f"{url} not ready within {timeout:.0f} s")
-
-
-def tree_rss_mb(pid: int) -> float:
-    """Resident memory of a process and all its descendants, MB."""
-    total = 0
-    pending = [pid]
-    while pending:
-        current = pending.pop()
-        with contextlib.suppress(OSError):
-            for line in Path(f"/proc/{current}/status").read_text().splitlines():
-                if line.startswith("VmRSS:"):
-                    total += int(line.split()[1])
-            for task in Path(f"/proc/{current}/task").iterdir():
-                children = (task / "children").read_text().split()
-                pending.extend(int(c) for c in children)
-    return total / 1024
 
 
 async def student(
@@ -153,8 +112,11 @@ async def soak(args: argparse.Namespace) -> dict[str, Any]:
     db = sample_db(STUDENTS_IN_DB)
     tally = Tally()
     rng = random.Random(args.seed)
-    with tempfile.TemporaryDirectory(prefix="waitroom-soak-") as tmp, EmbeddedRedis() as store:
-        logs = Path(tmp)
+    with (
+        tempfile.TemporaryDirectory(prefix="waitroom-soak-") as tmp,
+        EmbeddedRedis() as store,
+        Processes(Path(tmp)) as procs,
+    ):
         backend_port, port = free_port(), free_port()
         env = {
             **os.environ,
@@ -168,72 +130,73 @@ async def soak(args: argparse.Namespace) -> dict[str, Any]:
             "WAITROOM_JOIN_LIMIT": "0",  # every student comes from 127.0.0.1
             "WAITROOM_MAX_ACTIVE": "5000",
         }
-        backend = _spawn(
-            ["lookup", "serve", "--db", str(db), "--port", str(backend_port)], env, logs / "b.log"
-        )
-        gateway = _spawn(
-            ["serve", "--port", str(port), "--workers", "2", "--rate", str(args.rate)],
+        backend = procs.start(
+            "backend",
+            ["-m", "waitroom", "lookup", "serve", "--db", str(db), "--port", str(backend_port)],
             env,
-            logs / "g.log",
         )
-        try:
-            _wait(f"http://127.0.0.1:{backend_port}/healthz")
-            _wait(f"http://127.0.0.1:{port}/readyz")
-            info = connect_sync(store.url)
-            base = f"http://127.0.0.1:{port}"
-            connector = aiohttp.TCPConnector(limit=0)
-            async with aiohttp.ClientSession(connector=connector) as http:
-                tasks: set[asyncio.Task[None]] = set()
-                started = time.monotonic()
-                end = started + args.minutes * 60
-                next_sample = started
-                k = 0
-                while time.monotonic() < end:
-                    now = time.monotonic()
-                    # Steady arrivals: how many should have come by now.
-                    due = int((now - started) * args.arrivals)
-                    while k < due:
-                        task = asyncio.create_task(student(http, base, k, rng, tally))
-                        tasks.add(task)
-                        task.add_done_callback(tasks.discard)
-                        k += 1
-                        tally.arrived += 1
-                    if now >= next_sample:
-                        memory = info.info("memory")
-                        state = info.hgetall("waitroom:{results}:state")
-                        seq = int(state.get(b"seq", 0))
-                        frontier = int(state.get(b"frontier", 0))
-                        tally.samples.append(
-                            {
-                                "t": round(now - started, 1),
-                                "gateway_rss_mb": round(tree_rss_mb(gateway.pid), 1),
-                                "backend_rss_mb": round(tree_rss_mb(backend.pid), 1),
-                                "redis_used_mb": round(memory["used_memory"] / 2**20, 2),
-                                "redis_keys": int(info.dbsize()),
-                                "waiting": seq - frontier,
-                                "in_flight": len(tasks),
-                                "served": tally.served,
-                            }
-                        )
-                        last = tally.samples[-1]
-                        print(
-                            f"\r{last['t']:7.0f} s  arrived {tally.arrived:,}  served "
-                            f"{tally.served:,}  waiting {last['waiting']}  gateway "
-                            f"{last['gateway_rss_mb']} MB  redis {last['redis_used_mb']} MB "
-                            f"{last['redis_keys']:,} keys",
-                            end="",
-                            file=sys.stderr,
-                            flush=True,
-                        )
-                        next_sample += args.every
-                    await asyncio.sleep(0.05)
-                print(file=sys.stderr)
-                if tasks:
-                    await asyncio.wait(tasks, timeout=60)
-            info.close()
-        finally:
-            for proc in (gateway, backend):
-                stop_group(proc)
+        gateway = procs.start(
+            "gateway",
+            [
+                *("-m", "waitroom", "serve", "--port", str(port)),
+                *("--workers", "2", "--rate", str(args.rate)),
+            ],
+            env,
+        )
+        procs.wait_ready(backend, backend_port, "/healthz", 60)
+        procs.wait_ready(gateway, port, "/readyz", 60)
+        info = connect_sync(store.url)
+        base = f"http://127.0.0.1:{port}"
+        connector = aiohttp.TCPConnector(limit=0)
+        async with aiohttp.ClientSession(connector=connector) as http:
+            tasks: set[asyncio.Task[None]] = set()
+            started = time.monotonic()
+            end = started + args.minutes * 60
+            next_sample = started
+            k = 0
+            while time.monotonic() < end:
+                now = time.monotonic()
+                # Steady arrivals: how many should have come by now.
+                due = int((now - started) * args.arrivals)
+                while k < due:
+                    task = asyncio.create_task(student(http, base, k, rng, tally))
+                    tasks.add(task)
+                    task.add_done_callback(tasks.discard)
+                    k += 1
+                    tally.arrived += 1
+                if now >= next_sample:
+                    memory = info.info("memory")
+                    state = info.hgetall("waitroom:{results}:state")
+                    seq = int(state.get(b"seq", 0))
+                    frontier = int(state.get(b"frontier", 0))
+                    tally.samples.append(
+                        {
+                            "t": round(now - started, 1),
+                            "gateway_rss_mb": round(tree_rss_mb(gateway), 1),
+                            "backend_rss_mb": round(tree_rss_mb(backend), 1),
+                            "redis_used_mb": round(memory["used_memory"] / 2**20, 2),
+                            "redis_keys": int(info.dbsize()),
+                            "waiting": seq - frontier,
+                            "in_flight": len(tasks),
+                            "served": tally.served,
+                        }
+                    )
+                    last = tally.samples[-1]
+                    print(
+                        f"\r{last['t']:7.0f} s  arrived {tally.arrived:,}  served "
+                        f"{tally.served:,}  waiting {last['waiting']}  gateway "
+                        f"{last['gateway_rss_mb']} MB  redis {last['redis_used_mb']} MB "
+                        f"{last['redis_keys']:,} keys",
+                        end="",
+                        file=sys.stderr,
+                        flush=True,
+                    )
+                    next_sample += args.every
+                await asyncio.sleep(0.05)
+            print(file=sys.stderr)
+            if tasks:
+                await asyncio.wait(tasks, timeout=60)
+        info.close()
     return _verdict(args, tally)
 
 
@@ -300,7 +263,7 @@ def _markdown(report: dict[str, Any]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m stress.soak", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m stress.scenarios.soak", description=__doc__)
     parser.add_argument("--minutes", type=float, default=20.0)
     parser.add_argument("--arrivals", type=float, default=25.0, help="students per second")
     parser.add_argument("--rate", type=float, default=30.0, help="admissions per second")

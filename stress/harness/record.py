@@ -18,6 +18,8 @@ from hdrh.histogram import HdrHistogram
 # Microseconds, up to two minutes: the longest a request can take is its timeout.
 _LOW_US, _HIGH_US, _DIGITS = 1, 120_000_000, 3
 
+SATURATED = 0.9  # share of one core above which the loader is the bottleneck
+
 
 def histogram() -> HdrHistogram:
     return HdrHistogram(_LOW_US, _HIGH_US, _DIGITS)
@@ -80,6 +82,23 @@ class Second:
     requests: int = 0
     failures: int = 0
     latency: HdrHistogram = field(default_factory=histogram)
+
+
+@dataclass
+class LoaderCpu:
+    """The load generator's own CPU over a run: a saturated loader's figures are floors."""
+
+    shares: list[float] = field(default_factory=list)  # per second, of one core
+    total_s: float = 0.0
+    wall_s: float = 0.0
+
+    @property
+    def mean(self) -> float:
+        return self.total_s / self.wall_s if self.wall_s else 0.0
+
+    @property
+    def saturated_seconds(self) -> int:
+        return sum(1 for s in self.shares if s >= SATURATED)
 
 
 class Recorder:

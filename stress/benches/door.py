@@ -3,9 +3,9 @@
 The waiting room must not fail at its own door: a student's every request should
 cost about what the server itself costs. For each server (Hypercorn, granian), in
 one run and in interleaved rounds, one worker pinned to core 0 answers, and the
-load generator (``stress.loadgen``) on core 1 asks:
+load generator (``stress.harness.loadgen``) on core 1 asks:
 
-- ``raw``: ``stress.plain_app``, a raw ASGI app with a constant body: the yardstick;
+- ``raw``: ``stress.harness.plain_app``, a raw ASGI app with a constant body: the yardstick;
 - ``status``: ``GET /status`` of a waiting student (a valid ticket);
 - ``json``: ``GET /`` of a waiting JSON client (a valid ticket);
 - ``refresh``: ``GET /`` of a waiting browser, the progress page (a valid ticket);
@@ -33,33 +33,27 @@ import secrets
 import statistics
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from stress import report
-from stress.gateway_bench import (
-    HOST,
-    LOADER_CORE,
-    SERVER_CORE,
-    Processes,
-    _free_port,
-    _get,
-    _importable,
-    _wait_ready,
-    measure_load,
-    start_yardstick,
-)
-from stress.httpclient import client_address
-from stress.loadgen import Request, RequestFactory, http_request
-from stress.plain_app import BODY as PLAIN_BODY
-from stress.stack import pinning_possible, sample_db
+from stress.benches.measure import measure_load
+from stress.benches.requests import constant
+from stress.benches.servers import ROOM, installed, start_backend, start_gateway, start_yardstick
+from stress.harness import report
+from stress.harness.httpclient import client_address
+from stress.harness.loadgen import Request, RequestFactory, http_request
+from stress.harness.plain_app import BODY as PLAIN_BODY
+from stress.harness.probes import admission_pass, waiting_ticket
+from stress.harness.processes import HOST, LOADER_CORE, Processes, pinning_possible
+from stress.harness.stack import sample_db
 from waitroom.devtools.embedded_redis import EmbeddedRedis
 from waitroom.line.keys import RoomKeys
 from waitroom.line.store import SyncClient, connect_sync
-from waitroom.room.tickets import PASS_COOKIE, TICKET_COOKIE, TicketSigner
+from waitroom.room.tickets import TICKET_COOKIE, TicketSigner
 from waitroom.settings import Settings
+from waitroom.shared.processes import free_port
 
-ROOM = "results"
 GOALS = {"status": 0.9, "json": 0.8, "refresh": 0.8, "arrival": 0.5, "exchange": 0.5}
 ROUTES = {
     "raw": "raw ASGI app (the yardstick)",
@@ -74,16 +68,8 @@ ROUTES = {
 EXCHANGE_TICKETS = 400_000
 
 
-def _constant(path: str, headers: dict[str, str], ok: tuple[int, ...], needle: bytes) -> Any:
-    raw = http_request("GET", path, headers=headers)
-    checked = Request(raw, lambda status, body: status in ok and needle in body)
-    plain = Request(raw)
-    counter = itertools.count()
-
-    def factory() -> Request:
-        return checked if next(counter) % 16 == 0 else plain
-
-    return factory
+def _says(ok: tuple[int, ...], needle: bytes) -> Callable[[int, bytes], bool]:
+    return lambda status, body: status in ok and needle in body
 
 
 def _arrivals(headers: dict[str, str]) -> RequestFactory:
@@ -127,56 +113,35 @@ def build_parser() -> argparse.ArgumentParser:
 def _bench(
     args: argparse.Namespace, server: str, procs: Processes, store: SyncClient, redis_url: str
 ) -> dict[str, list[dict[str, Any]]]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("WAITROOM_")}
     secret = secrets.token_urlsafe(32)
     backend_secret = secrets.token_urlsafe(32)
-    ports = {name: _free_port() for name in ("plain", "backend", "gateway")}
+    ports = {name: free_port() for name in ("plain", "backend", "gateway")}
     store.flushall()
     db = sample_db(10_000)
     pids = {
-        "plain": start_yardstick(procs, server, ports["plain"], env),
-        "backend": procs.start(
-            f"{server}-backend",
-            [
-                *("-m", "waitroom", "lookup", "serve", "--db", str(db), "--host", HOST),
-                *("--port", str(ports["backend"]), "--server", server),
-            ],
-            LOADER_CORE,
-            {**env, "WAITROOM_BACKEND_SECRET": backend_secret},
+        "plain": start_yardstick(procs, server, ports["plain"], {}),
+        "backend": start_backend(
+            procs, f"{server}-backend", server, ports["backend"], db, backend_secret, LOADER_CORE
         ),
-        "gateway": procs.start(
-            f"{server}-gateway",
-            [
-                *("-m", "waitroom", "serve", "--server", server, "--workers", "1"),
-                *("--host", HOST, "--port", str(ports["gateway"])),
-            ],
-            SERVER_CORE,
-            {
-                **env,
-                "WAITROOM_MODE": "test",
-                "WAITROOM_SECRET_KEYS": secret,
-                "WAITROOM_BACKEND_SECRET": backend_secret,
-                "WAITROOM_REDIS_URL": redis_url,
-                "WAITROOM_BACKEND_URL": f"http://{HOST}:{ports['backend']}",
-                "WAITROOM_ROOM": ROOM,
-                "WAITROOM_RATE": "1000",
-                "WAITROOM_MAX_ACTIVE": "10000000",
-                "WAITROOM_TRUSTED_PROXIES": f"{HOST}/32",
-            },
+        "gateway": start_gateway(
+            procs,
+            server,
+            ports["gateway"],
+            redis_url=redis_url,
+            backend_port=ports["backend"],
+            backend_secret=backend_secret,
+            secret=secret,
+            max_active="10000000",
+            trusted_proxies=f"{HOST}/32",
         ),
     }
     results: dict[str, list[dict[str, Any]]] = {route: [] for route in ROUTES}
     try:
         for name, path in (("plain", "/"), ("backend", "/healthz"), ("gateway", "/readyz")):
-            _wait_ready(procs, pids[name], ports[name], path)
+            procs.wait_ready(pids[name], ports[name], path)
         gateway = ports["gateway"]
         # One admission while the room admits at once, so the frontier is past 1 ...
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            status, _, cookies = _get(gateway, "/", {"Accept": "application/json"})
-            if status == 200 and PASS_COOKIE in cookies:
-                break
-            time.sleep(0.1)
+        admission_pass(gateway)
         # ... then a line that hardly moves, so every arrival waits with an estimate
         # (a pause first, which zeroes the pacer's credit).
         keys = RoomKeys(ROOM)
@@ -184,10 +149,7 @@ def _bench(
         time.sleep(0.5)
         store.hset(keys.config, mapping={"rate": "0.0001", "paused": "0"})
         time.sleep(1.0)
-        status, body, cookies = _get(gateway, "/", {"Accept": "application/json"})
-        if status != 202 or TICKET_COOKIE not in cookies:
-            raise RuntimeError(f"expected a waiting ticket, got {status}: {body[:200]!r}")
-        ticket = cookies[TICKET_COOKIE].value
+        ticket = waiting_ticket(gateway)
         epoch = store.hget(keys.state, "epoch")
         settings = Settings(
             mode="test", secret_keys=(secret,), backend_secret=(backend_secret,), room=ROOM
@@ -199,17 +161,19 @@ def _bench(
         ]
         waiting = {"Cookie": f"{TICKET_COOKIE}={ticket}"}
         plan: list[tuple[str, int, RequestFactory]] = [
-            ("raw", ports["plain"], _constant("/", {}, (200,), PLAIN_BODY)),
-            ("status", gateway, _constant("/status", waiting, (202,), b'"waiting"')),
+            ("raw", ports["plain"], constant("/", {}, _says((200,), PLAIN_BODY))),
+            ("status", gateway, constant("/status", waiting, _says((202,), b'"waiting"'))),
             (
                 "json",
                 gateway,
-                _constant("/", {**waiting, "Accept": "application/json"}, (202,), b'"waiting"'),
+                constant(
+                    "/", {**waiting, "Accept": "application/json"}, _says((202,), b'"waiting"')
+                ),
             ),
             (
                 "refresh",
                 gateway,
-                _constant("/", {**waiting, "Accept": "text/html"}, (200,), b"data-position"),
+                constant("/", {**waiting, "Accept": "text/html"}, _says((200,), b"data-position")),
             ),
             ("arrival", gateway, _arrivals({"Accept": "text/html"})),
             ("exchange", gateway, _exchanges(ready)),
@@ -241,7 +205,7 @@ def main(scenario: str, argv: list[str]) -> int:
     if not pinning_possible():
         report.say("door needs two cores (server and load generator apart)")
         return 2
-    servers = [s for s in args.servers.split(",") if s]
+    servers = installed(args.servers)
     all_results: dict[str, dict[str, list[dict[str, Any]]]] = {}
     rows: list[list[Any]] = []
     with tempfile.TemporaryDirectory(prefix="waitroom-door-") as logs:
@@ -251,9 +215,6 @@ def main(scenario: str, argv: list[str]) -> int:
         try:
             store = connect_sync(store_server.url)
             for server in servers:
-                if server == "granian" and not _importable("granian"):
-                    report.say("granian is not installed (pip install 'waitroom[granian]')")
-                    continue
                 all_results[server] = _bench(args, server, procs, store, store_server.url)
         finally:
             procs.stop_all()

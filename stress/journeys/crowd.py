@@ -17,17 +17,17 @@ import resource
 import sys
 import time
 from collections.abc import Coroutine
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
-from stress.record import Recorder, Student
-from stress.student import Behaviour, Journey, Target
+from stress.harness.record import SATURATED, LoaderCpu, Recorder, Student
+from stress.harness.stack import Target
+from stress.journeys.student import Behaviour, Journey
 from waitroom.line.keys import RoomKeys
 from waitroom.line.state import admission_rate
 from waitroom.line.store import connect
 
 LINE_SAMPLE_S = 0.05
-SATURATED = 0.9  # share of one core above which the loader is the bottleneck
 
 
 @dataclass
@@ -40,21 +40,6 @@ class Crowd:
     deadline_s: float = 600.0
     rng_seed: int = 1
     progress: bool = True
-
-
-@dataclass
-class LoaderCpu:
-    shares: list[float] = field(default_factory=list)  # per second, of one core
-    total_s: float = 0.0
-    wall_s: float = 0.0
-
-    @property
-    def mean(self) -> float:
-        return self.total_s / self.wall_s if self.wall_s else 0.0
-
-    @property
-    def saturated_seconds(self) -> int:
-        return sum(1 for s in self.shares if s >= SATURATED)
 
 
 def students(crowd: Crowd) -> list[Student]:

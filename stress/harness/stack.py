@@ -13,30 +13,36 @@ the load generator.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import math
 import os
 import secrets
-import socket
-import subprocess
 import sys
 import tempfile
 import time
 import urllib.request
+from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 
-from stress.student import Target
+from stress.harness.paths import CACHE
+from stress.harness.processes import HOST, SERVER_CORE, Processes, pinning_possible
 from waitroom.devtools.embedded_redis import EmbeddedRedis
 from waitroom.lookup import sample
 from waitroom.lookup.importing.importer import import_csv
-from waitroom.shared.processes import die_with_parent, stop_group
+from waitroom.shared.processes import free_port
 
-ROOT = Path(__file__).resolve().parent
-CACHE = ROOT / ".cache"
-HOST = "127.0.0.1"
-SERVER_CORE = 0
+
+@dataclass(frozen=True)
+class Target:
+    """A system under test, as the crowd and the analysis address it."""
+
+    name: str  # "waitroom" or "direct"
+    host: str
+    port: int
+    redis_url: str | None = None
+    room: str = "results"
+    rate: float | None = None  # configured admissions per second
 
 
 def sample_db(students: int, seed: int = sample.DEFAULT_SEED, cache: Path = CACHE) -> Path:
@@ -52,17 +58,6 @@ def sample_db(students: int, seed: int = sample.DEFAULT_SEED, cache: Path = CACH
         took = time.perf_counter() - started
         print(f"results: {students:,} sample candidates in {took:.1f} s", file=sys.stderr)
     return db
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind((HOST, 0))
-        port: int = probe.getsockname()[1]
-        return port
-
-
-def pinning_possible() -> bool:
-    return len(os.sched_getaffinity(0)) >= 2 and SERVER_CORE in os.sched_getaffinity(0)
 
 
 class Stack:
@@ -88,10 +83,10 @@ class Stack:
         self.server = server
         self.pin = pin and pinning_possible()
         self.active_window_s = active_window_s
-        self._procs: list[tuple[str, subprocess.Popen[bytes]]] = []
         self._redis: EmbeddedRedis | None = None
         self._tmp = tempfile.TemporaryDirectory(prefix="waitroom-stress-")
         self.logs = Path(self._tmp.name)
+        self._procs = Processes(self.logs)
         self.target: Target | None = None
         self.backend_port: int | None = None
 
@@ -162,40 +157,10 @@ class Stack:
         return [*args, "--server", self.server]
 
     def _spawn(self, name: str, args: list[str], env: dict[str, str]) -> None:
-        pin = self.pin
-
-        def prepare() -> None:
-            die_with_parent()
-            if pin:
-                os.sched_setaffinity(0, {SERVER_CORE})
-
-        with (self.logs / f"{name}.log").open("ab") as log:
-            proc = subprocess.Popen(
-                [sys.executable, "-m", "waitroom", *args],
-                cwd=ROOT.parent,
-                env=env,
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=log,
-                preexec_fn=prepare,
-                start_new_session=True,
-            )
-        self._procs.append((name, proc))
+        self._procs.start(name, ["-m", "waitroom", *args], env, SERVER_CORE if self.pin else None)
 
     def _wait(self, port: int, path: str, timeout: float = 60) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            for name, proc in self._procs:
-                if proc.poll() is not None:
-                    raise RuntimeError(f"{name} exited with {proc.returncode}: {self.log(name)}")
-            with (
-                contextlib.suppress(OSError),
-                urllib.request.urlopen(f"http://{HOST}:{port}{path}", timeout=2) as answer,
-            ):
-                if answer.status == 200:
-                    return
-            time.sleep(0.1)
-        raise RuntimeError(f"http://{HOST}:{port}{path} not ready within {timeout:.0f} s")
+        self._procs.wait_ready(None, port, path, timeout)
 
     def origin_counters(self) -> dict[str, object] | None:
         """What the legacy origin says it answered; None for the lean backend."""
@@ -207,17 +172,13 @@ class Stack:
             return counters
 
     def log(self, name: str) -> str:
-        with contextlib.suppress(OSError):
-            return (self.logs / f"{name}.log").read_text(errors="replace")[-2000:]
-        return "(no log)"
+        return self._procs.log_tail(name)
 
     def pids(self) -> dict[str, int]:
-        return {name: proc.pid for name, proc in self._procs}
+        return self._procs.pids()
 
     def close(self) -> None:
-        for _, proc in reversed(self._procs):
-            stop_group(proc)
-        self._procs.clear()
+        self._procs.stop_all()
         if self._redis is not None:
             self._redis.close()
             self._redis = None

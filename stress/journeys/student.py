@@ -30,8 +30,9 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlencode
 
-from stress.httpclient import Browser, HttpError, Response, client_address
-from stress.record import Recorder, Student
+from stress.harness.httpclient import Browser, HttpError, Response, client_address
+from stress.harness.record import Recorder, Student
+from stress.harness.stack import Target
 from waitroom.lookup import sample
 
 HTML = {"Accept": "text/html,application/xhtml+xml"}
@@ -56,16 +57,6 @@ class Behaviour:
     abandon_after_s: tuple[float, float] = (5.0, 120.0)
     impatient_share: float = 0.1  # reload the page now and then while waiting
     refresh_every_s: tuple[float, float] = (5.0, 20.0)
-
-
-@dataclass(frozen=True)
-class Target:
-    name: str  # "waitroom" or "direct"
-    host: str
-    port: int
-    redis_url: str | None = None
-    room: str = "results"
-    rate: float | None = None  # configured admissions per second
 
 
 class _GaveUp(Exception):

@@ -4,7 +4,7 @@
 its requests, against the result site directly (no waiting room) and through
 waitroom, side by side. The result site is the legacy origin, 200 lookups a second
 (``--origin``, ``--capacity``): a site of fixed size, as a board's is. Each
-user is a student on a journey (see ``stress.student``): one lookup of their own
+user is a student on a journey (see ``stress.journeys.student``): one lookup of their own
 marksheet, trying again after a failure, not a loop of requests forever, because a
 student who has the result leaves. Prints the document's table (users, mean time,
 requests per second, % failures) for both, and what the students got out of it: their
@@ -15,10 +15,19 @@ from __future__ import annotations
 
 import argparse
 
-from stress import arrivals, report
-from stress.run import Outcome, one
-from stress.spike import add_common, capacity_of, check, crowd_of, describe, document_table, finish
-from stress.stack import sample_db
+from stress.harness import report
+from stress.harness.stack import sample_db
+from stress.journeys import arrivals
+from stress.scenarios.run import Outcome
+from stress.scenarios.spike import (
+    add_common,
+    check,
+    crowd_of,
+    describe,
+    document_table,
+    finish,
+    run_target,
+)
 
 SPAWN_PER_S = 700.0
 
@@ -49,20 +58,7 @@ def main(scenario: str, argv: list[str]) -> int:
         for target in targets:
             label = f"{n} users {target}"
             plan = crowd_of(args, arrivals.spawn(n, args.spawn_rate))
-            outcomes.append(
-                one(
-                    label,
-                    db,
-                    plan,
-                    waitroom=target == "waitroom",
-                    rate=args.rate,
-                    capacity=capacity_of(args),
-                    pin=args.pin,
-                    gateway_workers=args.gateway_workers,
-                    backend_workers=args.backend_workers,
-                    server=args.server,
-                )
-            )
+            outcomes.append(run_target(args, label, db, plan, target))
             report.say(document_table(outcomes[-1:]))
     shape = (
         f"users spawned at {args.spawn_rate:g}/s, 0-1 s between a user's requests; {describe(args)}"

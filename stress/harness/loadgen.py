@@ -9,7 +9,7 @@ not the server).
 
 API::
 
-    from stress.loadgen import Request, http_request, run, run_in_process
+    from stress.harness.loadgen import Request, http_request, run, run_in_process
 
     def factory() -> Request:               # called once per request
         return Request(http_request("GET", "/healthz"), check=lambda s, b: s == 200)

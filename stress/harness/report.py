@@ -16,20 +16,22 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-REPORTS = Path(__file__).resolve().parent / "reports"
+from stress.harness.paths import REPORTS
 
 
-def machine() -> dict[str, Any]:
-    model = platform.processor() or "unknown"
+def cpu_model() -> str:
     with contextlib.suppress(OSError):
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
+                return line.split(":", 1)[1].strip()
+    return platform.processor() or "unknown"
+
+
+def machine() -> dict[str, Any]:
     return {
         "cpus": os.cpu_count(),
         "usable_cpus": len(os.sched_getaffinity(0)),
-        "processor": model,
+        "processor": cpu_model(),
         "memory_gb": round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1),
         "platform": platform.platform(),
         "python": platform.python_version(),

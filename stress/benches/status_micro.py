@@ -2,18 +2,18 @@
 
 Run from the repository root::
 
-    python -m stress.status_micro [--reps 7] [--calls 20000] [--profile]
+    python -m stress.benches.status_micro [--reps 7] [--calls 20000] [--profile]
 
 Calls the gateway's ASGI app (the lean layer in front of Quart) directly, as a
 server would, for ``GET /status`` with a valid ticket of a student waiting in line,
 and, for scale, for ``GET /queue/state`` (bytes rendered once per refresh) and the
-raw constant-body app of ``stress.plain_app``. Prints microseconds per call: the
+raw constant-body app of ``stress.harness.plain_app``. Prints microseconds per call: the
 median of ``--reps`` repetitions of ``--calls`` calls each, the routes interleaved
 so that a noisy neighbour weighs on all of them alike. The room's view is loaded
 once from a real (embedded) Redis and not refreshed while measuring.
 
 Only the public API is used, so the same script measures an older tree too:
-``PYTHONPATH=/path/to/old/tree python -m stress.status_micro`` (see the README).
+``PYTHONPATH=/path/to/old/tree python -m stress.benches.status_micro`` (see the README).
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ import time
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any, cast
 
-from stress import plain_app
+from stress.harness import plain_app
 from waitroom.devtools.embedded_redis import EmbeddedRedis
 from waitroom.gateway.app import create_app
 from waitroom.room.tickets import TICKET_COOKIE

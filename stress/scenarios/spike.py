@@ -16,13 +16,15 @@ can take in.
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 from typing import Any
 
-from stress import arrivals, plots, report
-from stress.crowd import Crowd
-from stress.run import Outcome, one
-from stress.stack import sample_db
-from stress.student import Behaviour
+from stress.harness import plots, report
+from stress.harness.stack import sample_db
+from stress.journeys import arrivals
+from stress.journeys.crowd import Crowd
+from stress.journeys.student import Behaviour
+from stress.scenarios.run import Outcome, one
 from waitroom.lookup import sample
 
 # Through the waiting room, admission just under what the origin can do: students
@@ -145,6 +147,23 @@ def crowd_of(args: argparse.Namespace, times: list[float]) -> Crowd:
         deadline_s=args.deadline,
         rng_seed=args.seed,
         progress=not args.quiet,
+    )
+
+
+def run_target(args: argparse.Namespace, label: str, db: Path, plan: Crowd, target: str) -> Outcome:
+    """One crowd against a fresh stack, ``target`` "waitroom" or "direct", as the
+    common options (``add_common``) say."""
+    return one(
+        label,
+        db,
+        plan,
+        waitroom=target == "waitroom",
+        rate=args.rate,
+        capacity=capacity_of(args),
+        pin=args.pin,
+        gateway_workers=args.gateway_workers,
+        backend_workers=args.backend_workers,
+        server=args.server,
     )
 
 
@@ -292,21 +311,7 @@ def main(scenario: str, argv: list[str]) -> int:
     shape += f"; {describe(args)}"
     db = sample_db(args.candidates)
     targets = ["direct", "waitroom"] if args.target == "both" else [args.target]
-    outcomes = [
-        one(
-            f"{scenario} {t}",
-            db,
-            crowd_of(args, times),
-            waitroom=t == "waitroom",
-            rate=args.rate,
-            capacity=capacity_of(args),
-            pin=args.pin,
-            gateway_workers=args.gateway_workers,
-            backend_workers=args.backend_workers,
-            server=args.server,
-        )
-        for t in targets
-    ]
+    outcomes = [run_target(args, f"{scenario} {t}", db, crowd_of(args, times), t) for t in targets]
     return finish(scenario, argv, shape, outcomes)
 
 

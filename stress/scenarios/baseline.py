@@ -2,10 +2,10 @@
 
 The seed document's framework comparison, redone so that a result can be trusted:
 the shipped stack (Quart on Hypercorn, one worker and one per core) against a raw
-ASGI app on the same server (``stress.plain_app``), and both on uvicorn and
+ASGI app on the same server (``stress.harness.plain_app``), and both on uvicorn and
 granian where installed. One worker runs pinned to core 0, the generator to core 1
 (N workers get every core and share them with the generator: the table says so).
-The generator is ``wrk`` when installed, else ``stress.loadgen``; its own ceiling
+The generator is ``wrk`` when installed, else ``stress.harness.loadgen``; its own ceiling
 is measured first, against the fastest server here, and any figure it reached with
 its core saturated is marked as a floor, not the server's limit.
 """
@@ -13,7 +13,6 @@ its core saturated is marked as a floor, not the server's limit.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import importlib.util
 import os
 import re
@@ -21,19 +20,19 @@ import resource
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
-import urllib.request
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Any
 
-from stress import report
-from stress.loadgen import Request, http_request, run_in_process
-from stress.stack import HOST, free_port
-from waitroom.shared.processes import stop_group
+from stress.harness import report
+from stress.harness.loadgen import Request, http_request, run_in_process
+from stress.harness.processes import HOST, LOADER_CORE, SERVER_CORE, Processes
+from waitroom.shared.processes import free_port
 
-SERVER_CORE, LOADER_CORE = 0, 1
 SATURATED = 0.9
-APPS = {"raw": "stress.plain_app:app", "quart": "stress.plain_app:quart_app"}
+APPS = {"raw": "stress.harness.plain_app:app", "quart": "stress.harness.plain_app:quart_app"}
 
 
 @dataclass
@@ -87,35 +86,15 @@ def serve(app: str, server: str, workers: int, port: int) -> None:
 # -- measuring ------------------------------------------------------------------------
 
 
-def _start(app: str, server: str, workers: int, port: int) -> subprocess.Popen[bytes]:
-    pinned = workers == 1
-
-    def prepare() -> None:
-        if pinned:
-            os.sched_setaffinity(0, {SERVER_CORE})
-
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "stress.baseline", "--serve", app, server, str(workers), str(port)],
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        preexec_fn=prepare,
-        start_new_session=True,
+def _start(procs: Processes, app: str, server: str, workers: int, port: int) -> None:
+    """``app`` on ``server`` in a child (one worker pinned to the server core)."""
+    procs.start(
+        f"{app}-{server}-{workers}",
+        ["-m", "stress.scenarios.baseline", "--serve", app, server, str(workers), str(port)],
+        dict(os.environ),
+        SERVER_CORE if workers == 1 else None,
     )
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            err = proc.stderr.read().decode(errors="replace") if proc.stderr else ""
-            raise RuntimeError(f"{app} on {server} exited: {err[-1500:]}")
-        with (
-            contextlib.suppress(OSError),
-            urllib.request.urlopen(f"http://{HOST}:{port}/", timeout=1) as answer,
-        ):
-            if answer.status == 200:
-                return proc
-        time.sleep(0.1)
-    stop_group(proc)
-    raise RuntimeError(f"{app} on {server} did not answer within 30 s")
+    procs.wait_ready(None, port, "/")
 
 
 _WRK_RPS = re.compile(r"Requests/sec:\s+([\d.]+)")
@@ -197,20 +176,20 @@ def measure(
     spell of this shared machine lowers one round of each, not all rounds of one.
     """
     load = _wrk if generator == "wrk" else _loadgen
-    running: list[tuple[int, subprocess.Popen[bytes]]] = []
+    ports: list[int] = []
     rounds: list[list[dict[str, float]]] = [[] for _ in plan]
-    try:
+    with (
+        tempfile.TemporaryDirectory(prefix="waitroom-baseline-") as logs,
+        Processes(Path(logs)) as procs,
+    ):
         for app, server, workers in plan:
-            port = free_port()
-            running.append((port, _start(app, server, workers, port)))
-            load(port, args.connections, 1.0)  # warm-up, not counted
+            ports.append(free_port())
+            _start(procs, app, server, workers, ports[-1])
+            load(ports[-1], args.connections, 1.0)  # warm-up, not counted
         for round_ in range(args.rounds):
             report.say(f"  round {round_ + 1} of {args.rounds}")
-            for i, (port, _) in enumerate(running):
+            for i, port in enumerate(ports):
                 rounds[i].append(load(port, args.connections, args.duration))
-    finally:
-        for _, proc in running:
-            stop_group(proc)
     results = []
     for (app, server, workers), figures in zip(plan, rounds, strict=True):
         label = f"{'Quart' if app == 'quart' else 'raw ASGI'} on {server}, {workers} worker(s)"

@@ -10,14 +10,16 @@ from __future__ import annotations
 import contextlib
 import os
 import sys
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from stress import analysis, crowd
-from stress.plots import Series
-from stress.stack import SERVER_CORE, Stack
+from stress.harness import analysis
+from stress.harness.plots import Series
+from stress.harness.processes import SERVER_CORE, pinned
+from stress.harness.record import SATURATED
+from stress.harness.stack import Stack
+from stress.journeys import crowd
 
 
 @dataclass
@@ -29,16 +31,9 @@ class Outcome:
     logs: dict[str, str]
 
 
-@contextlib.contextmanager
-def _loader_cores(pin: bool) -> Iterator[None]:
-    before = os.sched_getaffinity(0)
-    others = before - {SERVER_CORE}
-    if pin and others:
-        os.sched_setaffinity(0, others)
-    try:
-        yield
-    finally:
-        os.sched_setaffinity(0, before)
+def _loader_cores(pin: bool) -> contextlib.AbstractContextManager[None]:
+    """The load generator (this process) off the servers' core when they are pinned."""
+    return pinned(os.sched_getaffinity(0) - {SERVER_CORE} if pin else set())
 
 
 def one(
@@ -102,7 +97,7 @@ def warn_loader(summary: dict[str, Any]) -> None:
     if saturated:
         print(
             f"warning: {summary['label']}: the load generator used over "
-            f"{crowd.SATURATED:.0%} of a core for {saturated} s; latencies in those "
+            f"{SATURATED:.0%} of a core for {saturated} s; latencies in those "
             "seconds include its own queueing",
             file=sys.stderr,
         )

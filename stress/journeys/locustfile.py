@@ -1,13 +1,13 @@
 """The student's journey for locust users (``pip install 'waitroom[locust]'``).
 
-Mirrors ``stress.student``'s browser journey: load ``/``, wait on the progress page
+Mirrors ``stress.journeys.student``'s browser journey: load ``/``, wait on the progress page
 polling as ``static/waitroom.js`` does (``/queue/state`` far from the front,
 ``/status`` near it, the server's intervals with the page's jitter), then submit
 a real candidate's roll number and date of birth and check that the marksheet is
 theirs. Each user is one student: after the result it leaves. Run against a
 gateway started with the same sample data (``waitroom demo`` uses seed 2026)::
 
-    locust -f stress/locustfile.py --host http://127.0.0.1:8080 \
+    locust -f stress/journeys/locustfile.py --host http://127.0.0.1:8080 \
         --users 7000 --spawn-rate 700
 
 Set ``WAITROOM_CANDIDATES`` to the sample's size (default 100,000). The figures
