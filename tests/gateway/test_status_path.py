@@ -30,8 +30,14 @@ from waitroom.line.state import RoomState, Search
 from waitroom.room import door as door_module
 from waitroom.room import estimate as estimate_module
 from waitroom.room.door import Door
-from waitroom.room.estimate import standing, standing_from_basis, status_reply
-from waitroom.room.snapshot import CLIMBING_POLL_MAX_S, POLL_MAX_S, RoomView
+from waitroom.room.estimate import (
+    CLIMBING_POLL_MAX_S,
+    POLL_MAX_S,
+    standing,
+    standing_from_basis,
+    status_reply,
+)
+from waitroom.room.snapshot import RoomView
 from waitroom.room.tickets import CLOCK_SKEW_S, TICKET_COOKIE, Ticket, TicketRejected, TicketSigner
 from waitroom.shared.paths import EVERYTHING, RESULT_ROUTES, parse_rule
 from waitroom.shared.rawasgi import Message, Scope

@@ -18,8 +18,8 @@ from tests.support.servers import serving
 from waitroom.gateway.app import create_app
 from waitroom.line.state import AUTO_START_RATE, Queue, Search, Tick
 from waitroom.lookup.app import create_app as create_backend
+from waitroom.room.estimate import CLIMBING_POLL_MAX_S
 from waitroom.room.governor import CLIMB, KINDS, SETTLE_S, Governor
-from waitroom.room.snapshot import CLIMBING_POLL_MAX_S
 from waitroom.room.telemetry import RECENT_MIN_LOOKUPS, BackendStats, Sample, Sampler
 
 T0 = 1_900_000_000_000
