@@ -54,9 +54,10 @@ from stress.loadgen import Request, RequestFactory, http_request
 from stress.plain_app import BODY as PLAIN_BODY
 from stress.stack import pinning_possible, sample_db
 from waitroom.devtools.embedded_redis import EmbeddedRedis
+from waitroom.gateway.services import make_signer
 from waitroom.line.keys import RoomKeys
 from waitroom.line.store import SyncClient, connect_sync
-from waitroom.room.tickets import PASS_COOKIE, TICKET_COOKIE, TicketSigner
+from waitroom.room.tickets import PASS_COOKIE, TICKET_COOKIE
 from waitroom.settings import Settings
 
 ROOM = "results"
@@ -192,7 +193,7 @@ def _bench(
         settings = Settings(
             mode="test", secret_keys=(secret,), backend_secret=(backend_secret,), room=ROOM
         )
-        signer = TicketSigner(settings)
+        signer = make_signer(settings)
         assert isinstance(epoch, bytes)
         ready = [
             signer.issue_ticket(1, epoch.decode(), 0)[1].encode() for _ in range(EXCHANGE_TICKETS)

@@ -32,6 +32,7 @@ from waitroom.gateway.replies import Replies
 from waitroom.gateway.responses import (
     HTML,
     JSON,
+    LANG_COOKIE,
     NO_STORE,
     TEXT,
     CookiePolicy,
@@ -51,7 +52,8 @@ from waitroom.shared.rawasgi import ASGIApp, ClientGone, Message, Receive, Scope
 
 log = logging.getLogger(__name__)
 
-LANG_COOKIE = "wr_lang"
+# A chosen language is remembered for a year.
+LANG_COOKIE_TTL_S = 365 * 86400
 # The largest body of a request Quart answers (an admin form).
 MAX_BODY = 16 * 1024
 # A body up to this is read whole before it is forwarded: a form, which the busy
@@ -298,9 +300,7 @@ class Lean:
         else:
             response = self.replies.to(decision, visit, lang)
         if chosen is not None:
-            response.headers.append(
-                self.cookies.set(LANG_COOKIE, chosen, 365 * 86400, http_only=False)
-            )
+            response.headers.append(self.cookies.set(LANG_COOKIE, chosen, LANG_COOKIE_TTL_S))
         return response
 
     async def _straight(self, scope: Scope, receive: Receive) -> Response | None:

@@ -19,7 +19,6 @@ from waitroom.line.state import Queue, Tick
 from waitroom.room.governor import Governor
 from waitroom.room.snapshot import RoomView, stop_requested
 from waitroom.room.telemetry import Sampler
-from waitroom.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -33,7 +32,9 @@ class Pacer:
         self,
         queue: Queue,
         view: RoomView,
-        settings: Settings,
+        *,
+        tick_s: float,
+        lease_s: float,
         sampler: Sampler | None = None,
         governor: Governor | None = None,
     ) -> None:
@@ -41,7 +42,8 @@ class Pacer:
         self.view = view
         self.sampler = sampler
         self.governor = governor
-        self.settings = settings
+        self.tick_s = tick_s
+        self.lease_s = lease_s
         self.id = worker_id()
         self.holder = False
         self.last_tick: Tick | None = None
@@ -79,6 +81,6 @@ class Pacer:
             if stop_requested():
                 raise asyncio.CancelledError
             if self.holder:
-                await asyncio.sleep(self.settings.pacer_tick_s)
+                await asyncio.sleep(self.tick_s)
             else:
-                await asyncio.sleep(self.settings.pacer_lease_s / 3)
+                await asyncio.sleep(self.lease_s / 3)

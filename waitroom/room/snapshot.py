@@ -18,6 +18,7 @@ import logging
 import math
 import time
 from collections import deque
+from dataclasses import dataclass
 
 from waitroom.errors import StoreUnavailable
 from waitroom.line import release
@@ -31,7 +32,6 @@ from waitroom.room.estimate import (
     poll_rate,
     wait_estimate,
 )
-from waitroom.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -62,8 +62,22 @@ def achieved_rate(span_s: float, waiting_at_start: int, admitted: int, capacity:
     return capacity
 
 
+@dataclass(frozen=True, slots=True)
+class ViewSettings:
+    """What the view is configured with (``waitroom.gateway.services`` builds it)."""
+
+    room: str
+    refresh_interval_s: float
+    pacer_tick_s: float
+    active_window_s: float
+    # The room's own until the line's state is read (then the admin's controls rule).
+    rate: float
+    max_active: int
+    pass_ttl_s: int
+
+
 class RoomView:
-    def __init__(self, queue: Queue, settings: Settings) -> None:
+    def __init__(self, queue: Queue, settings: ViewSettings) -> None:
         self.queue = queue
         self.settings = settings
         self.state: RoomState | None = None
