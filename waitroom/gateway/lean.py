@@ -276,11 +276,7 @@ class Lean:
         path = scope["path"]
         as_json = path.startswith(("/api/", "/status")) or wants_json(headers)
         chosen = query_lang(scope)
-        lang = pick_language(
-            chosen,
-            cookie(headers, _LANG),
-            (header(headers, b"accept-language") or b"").decode("latin-1"),
-        )
+        lang = _language(headers, chosen)
         visit = Visit(
             scope["method"],
             path,
@@ -306,11 +302,7 @@ class Lean:
     async def _straight(self, scope: Scope, receive: Receive) -> Response | None:
         """A path the room does not protect: to the origin, no line, no pass."""
         headers = scope["headers"]
-        lang = pick_language(
-            query_lang(scope),
-            cookie(headers, _LANG),
-            (header(headers, b"accept-language") or b"").decode("latin-1"),
-        )
+        lang = _language(headers, query_lang(scope))
         as_json = wants_json(headers)
         response = await self._forward(scope, receive, Forward(None), as_json, lang)
         return _GONE if response is None else response
@@ -323,23 +315,16 @@ class Lean:
         method, path = scope["method"], scope["path"]
         headers = scope["headers"]
         declared = _content_length(headers)
-        if declared is not None and declared > self.max_body_bytes:
-            await self.door.settle(decision, None)
-            return self._too_large()
-        body: bytes | StreamedBody
+        body: bytes | StreamedBody = b""
+        # Whatever stops the request short of the origin gives its lookup back.
         try:
+            if declared is not None and declared > self.max_body_bytes:
+                raise _BodyProblem(self._too_large())
             body = await self._body(receive, declared)
-        except ClientGone:
-            await self.door.settle(decision, None)
-            return None
-        except _BodyProblem as exc:
-            await self.door.settle(decision, None)
-            return exc.response
-        # The path as the client sent it (percent-encoded), not as decoded for us.
-        raw: bytes = scope.get("raw_path") or quote(path).encode("ascii")
-        query: bytes = scope.get("query_string", b"")
-        target = (raw + b"?" + query if query else raw).decode("latin-1")
-        try:
+            # The path as the client sent it (percent-encoded), not as decoded for us.
+            raw: bytes = scope.get("raw_path") or quote(path).encode("ascii")
+            query: bytes = scope.get("query_string", b"")
+            target = (raw + b"?" + query if query else raw).decode("latin-1")
             answer = await self.forwarder.forward(
                 method,
                 target,
@@ -484,6 +469,12 @@ class Lean:
             headers.append((b"content-encoding", b"gzip"))
             return Response(200, asset.gzipped, asset.content_type, headers, encoded=True)
         return Response(200, asset.body, asset.content_type, headers, encoded=True)
+
+
+def _language(headers: Iterable[tuple[bytes, bytes]], chosen: str | None) -> str:
+    """The student's language: ``?lang=`` (``chosen``), their cookie, Accept-Language."""
+    accept = header(headers, b"accept-language") or b""
+    return pick_language(chosen, cookie(headers, _LANG), accept.decode("latin-1"))
 
 
 class _BodyProblem(Exception):
