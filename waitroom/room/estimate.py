@@ -5,6 +5,11 @@ ASGI layer and the Quart pages give the same answer without a Redis round trip.
 A ticket holds the position its owner was given on arrival; their *place* is the
 same number, except for the pre-queue of a scheduled release, whose positions are
 put in a random order at the release time (``waitroom.line.release``).
+
+The wait estimate and the poll interval are worked out here and nowhere else
+(``wait_estimate``, ``poll_interval``; the view only hands them its numbers). The
+status check's ``_numbers`` is their deliberate fast copy, inlined for the crowd's
+commonest request; tests/gateway/test_status_path.py holds it to ``standing``.
 """
 
 from __future__ import annotations
@@ -272,7 +277,10 @@ def standing_from_basis(ticket: Ticket, basis: StatusBasis) -> Standing | None:
 
 def _numbers(position: int, basis: StatusBasis) -> tuple[bool, int, int, int, int, int] | None:
     """(ready, place, ahead, retry after, estimate low, high) as ``standing`` works them
-    out, high -1 while admission is paused; None for the cases ``standing`` answers."""
+    out, high -1 while admission is paused; None for the cases ``standing`` answers.
+
+    The fast copy of ``wait_estimate`` and ``poll_interval``: change them together
+    (tests/gateway/test_status_path.py fails when they differ)."""
     if basis.irregular:
         return None
     place = position
