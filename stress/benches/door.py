@@ -48,9 +48,10 @@ from stress.harness.probes import admission_pass, waiting_ticket
 from stress.harness.processes import HOST, LOADER_CORE, Processes, pinning_possible
 from stress.harness.stack import sample_db
 from waitroom.devtools.embedded_redis import EmbeddedRedis
+from waitroom.gateway.services import make_signer
 from waitroom.line.keys import RoomKeys
 from waitroom.line.store import SyncClient, connect_sync
-from waitroom.room.tickets import TICKET_COOKIE, TicketSigner
+from waitroom.room.tickets import TICKET_COOKIE
 from waitroom.settings import Settings
 from waitroom.shared.processes import free_port
 
@@ -154,7 +155,7 @@ def _bench(
         settings = Settings(
             mode="test", secret_keys=(secret,), backend_secret=(backend_secret,), room=ROOM
         )
-        signer = TicketSigner(settings)
+        signer = make_signer(settings)
         assert isinstance(epoch, bytes)
         ready = [
             signer.issue_ticket(1, epoch.decode(), 0)[1].encode() for _ in range(EXCHANGE_TICKETS)

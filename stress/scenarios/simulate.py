@@ -5,12 +5,13 @@ Arrivals follow the ``release`` curve. Simulated time moves in pacer ticks: each
 tick, that tick's arrivals run ``join.lua`` (pipelined, a thousand a round trip),
 then one ``advance.lua`` tick moves the frontier, and every student the line
 reached comes back and trades their ticket (``spend.lua``, as ``Queue.spend``).
-Each student is shown the estimate the gateway's ``RoomView`` would show at
-joining (its own ``estimate``, fed the admission rate measured as the view
-measures it). The governor (``waitroom.room.governor``) is not simulated: it follows
-the backend's health, and there is no backend here. Reported: fairness (arrival
-order against admission order), the estimate's error, Redis memory per waiting and
-per admitted student, and how closely the pacer keeps the configured rate.
+Each student is shown the estimate the gateway would show at joining
+(``waitroom.room.estimate.wait_estimate``, fed the admission rate measured as the
+view measures it, ``waitroom.room.snapshot.achieved_rate``). The governor
+(``waitroom.room.governor``) is not simulated: it follows the backend's health, and
+there is no backend here. Reported: fairness (arrival order against admission
+order), the estimate's error, Redis memory per waiting and per admitted student, and
+how closely the pacer keeps the configured rate.
 
 ``--redis sentinel`` and ``--redis cluster`` run the same on a primary with a
 replica watched by three sentinels, or on a three-primary cluster with replicas
@@ -38,9 +39,13 @@ from stress.journeys import arrivals
 from waitroom.devtools.embedded_ha import started
 from waitroom.line.keys import RoomKeys
 from waitroom.line.scripts import ADVANCE, INIT, JOIN, SPEND
-from waitroom.line.state import Queue, RoomState
-from waitroom.line.store import SyncClient, connect, connect_sync, is_cluster
-from waitroom.room.snapshot import RATE_MIN_SPAN_S, RATE_WINDOW_S, RoomView
+from waitroom.line.store import SyncClient, connect_sync, is_cluster
+from waitroom.room.estimate import wait_estimate
+from waitroom.room.snapshot import (
+    RATE_WINDOW_S,
+    achieved_rate,
+    capacity_rate,
+)
 from waitroom.settings import Settings
 
 BATCH = 1000
@@ -131,7 +136,7 @@ class SimQueue:
 
 @dataclass
 class RateMeter:
-    """The admission rate as ``RoomView._measure_rate`` measures it, on simulated time."""
+    """The admission rate as the view measures it (``achieved_rate``), on simulated time."""
 
     capacity: float
     samples: deque[tuple[float, int, int]] = field(default_factory=deque)
@@ -141,10 +146,7 @@ class RateMeter:
         while t - self.samples[0][0] > RATE_WINDOW_S:
             self.samples.popleft()
         t0, a0, w0 = self.samples[0]
-        span = t - t0
-        if span >= RATE_MIN_SPAN_S and w0 > 0 and admitted > a0:
-            return min((admitted - a0) / span, self.capacity * 1.05)
-        return self.capacity
+        return achieved_rate(t - t0, w0, admitted - a0, self.capacity)
 
 
 @dataclass
@@ -172,9 +174,7 @@ def run(sim: Simulation, redis_url: str) -> None:
     s = sim.settings
     client = connect_sync(redis_url)
     q = SimQueue(client, s)
-    # Only the view's estimate is used; its client never connects.
-    view = RoomView(Queue(connect(redis_url), s.line()), s)
-    meter = RateMeter(view.capacity_rate())
+    meter = RateMeter(capacity_rate(s.rate, s.max_active, s.active_window_s))
     tick_ms = round(s.pacer_tick_s * 1000)
     q.init(T0_MS)
     sim.memory.append((0.0, 0, q.used_memory(), q.line_bytes(), 0))
@@ -191,18 +191,6 @@ def run(sim: Simulation, redis_url: str) -> None:
         t = (now_ms - T0_MS) / 1000
         j = bisect.bisect_right(sim.arrivals, t, lo=i)
         rate = meter.observe(t, admitted, seq - frontier)
-        view._rate = rate
-        view.state = RoomState(
-            seq=seq,
-            frontier=frontier,
-            epoch="sim",
-            admitted=admitted,
-            active=0,
-            rate=s.rate,
-            max_active=s.max_active,
-            paused=False,
-            mode="queue",
-        )
         while i < j:
             count = min(BATCH, j - i)
             for position, at_join, now_admitted in q.join_many(count, now_ms):
@@ -214,7 +202,13 @@ def run(sim: Simulation, redis_url: str) -> None:
                     sim.eta_low.append(0.0)
                     sim.eta_high.append(0.0)
                 else:
-                    est = view.estimate(position)
+                    est = wait_estimate(
+                        position,
+                        frontier,
+                        rate,
+                        refresh_interval_s=s.refresh_interval_s,
+                        pacer_tick_s=s.pacer_tick_s,
+                    )
                     assert est is not None
                     sim.eta_mid.append(est.mid_s)
                     sim.eta_low.append(est.low_s)

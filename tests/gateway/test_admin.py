@@ -24,7 +24,8 @@ from tests.support.e2e import (
     wait_for_credit,
 )
 from tests.support.gateway_support import TEST_KEYS, make_settings
-from waitroom.gateway.admin.auth import MAX_FAILURES, SESSION_COOKIE, SLOW_AFTER, SLOW_DOWN_S
+from waitroom.gateway.admin.auth import MAX_FAILURES, SLOW_AFTER, SLOW_DOWN_S
+from waitroom.gateway.responses import SESSION_COOKIE
 from waitroom.line.keys import RoomKeys
 from waitroom.line.state import Queue, Search
 from waitroom.room.tickets import PASS_COOKIE, TICKET_COOKIE

@@ -26,12 +26,20 @@ from tests.support import e2e
 from tests.support.gateway_support import TEST_KEYS, make_settings
 from waitroom.gateway.lean import Lean, cookie, cookie_values
 from waitroom.gateway.responses import CookiePolicy
+from waitroom.gateway.services import make_signer
+from waitroom.gateway.services import make_view as view_of
 from waitroom.line.state import RoomState, Search
 from waitroom.room import door as door_module
 from waitroom.room import estimate as estimate_module
 from waitroom.room.door import Door
-from waitroom.room.estimate import standing, standing_from_basis, status_reply
-from waitroom.room.snapshot import CLIMBING_POLL_MAX_S, POLL_MAX_S, RoomView
+from waitroom.room.estimate import (
+    CLIMBING_POLL_MAX_S,
+    POLL_MAX_S,
+    standing,
+    standing_from_basis,
+    status_reply,
+)
+from waitroom.room.snapshot import RoomView
 from waitroom.room.tickets import CLOCK_SKEW_S, TICKET_COOKIE, Ticket, TicketRejected, TicketSigner
 from waitroom.shared.paths import EVERYTHING, RESULT_ROUTES, parse_rule
 from waitroom.shared.rawasgi import Message, Scope
@@ -59,7 +67,7 @@ def room_state(**changes: Any) -> RoomState:
 def make_view(
     state: RoomState | None, *, healthy: bool = True, rate: float | None = None
 ) -> RoomView:
-    view = RoomView(cast(Any, None), SETTINGS)  # never refreshed: no Redis here
+    view = view_of(cast(Any, None), SETTINGS)  # never refreshed: no Redis here
     if state is not None:
         view._observe(state)
         if rate is not None:
@@ -268,7 +276,7 @@ def reasons(signer: TicketSigner, token: str, epoch: str | None) -> str:
 
 
 def test_a_remembered_ticket_is_judged_on_every_use(monkeypatch: pytest.MonkeyPatch) -> None:
-    signer = TicketSigner(SETTINGS)
+    signer = make_signer(SETTINGS)
     _, token = signer.issue_ticket(7, EPOCH, 3)
     first = signer.read_ticket(token, EPOCH)
     assert signer.read_ticket(token, EPOCH) is first  # remembered, not made again
@@ -297,7 +305,7 @@ def test_a_remembered_ticket_is_judged_on_every_use(monkeypatch: pytest.MonkeyPa
     ],
 )
 def test_every_reason_holds_on_every_use(payload: Any, age_s: int, reason: str) -> None:
-    signer = TicketSigner(SETTINGS)
+    signer = make_signer(SETTINGS)
     token = forge(payload, age_s)
     assert [reasons(signer, token, EPOCH) for _ in range(3)] == [reason] * 3
 
@@ -368,7 +376,7 @@ async def test_the_lean_layer_answers_as_standing_does(
     state: RoomState, position: int, method: str
 ) -> None:
     view = make_view(state)
-    signer = TicketSigner(SETTINGS)
+    signer = make_signer(SETTINGS)
     ticket, token = signer.issue_ticket(position, EPOCH, 0)
     layer, recorder = lean(view, signer)
     random.seed(42)
@@ -390,7 +398,7 @@ async def test_the_lean_layer_answers_as_standing_does(
 
 
 def test_the_door_decides_what_the_status_check_cannot() -> None:
-    signer = TicketSigner(SETTINGS)
+    signer = make_signer(SETTINGS)
     _, token = signer.issue_ticket(500, EPOCH, 0)
     for view, tokens in [
         (make_view(None), [token]),  # no state yet
@@ -408,7 +416,7 @@ def test_the_door_decides_what_the_status_check_cannot() -> None:
 async def test_a_failing_status_check_is_answered_calmly(
     monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
-    signer = TicketSigner(SETTINGS)
+    signer = make_signer(SETTINGS)
     _, token = signer.issue_ticket(500, EPOCH, 0)
     layer, recorder = lean(make_view(room_state()), signer)
 

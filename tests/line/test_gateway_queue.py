@@ -8,9 +8,8 @@ import time
 import redis.asyncio as aioredis
 
 from tests.support.gateway_support import make_settings
+from waitroom.gateway.services import make_pacer, make_view
 from waitroom.line.state import Queue, connect
-from waitroom.room.pacer import Pacer
-from waitroom.room.snapshot import RoomView
 from waitroom.settings import Settings
 
 
@@ -42,7 +41,7 @@ async def test_idle_room_admits_at_once_but_a_burst_waits(
     redis_client: aioredis.Redis, redis_url: str
 ) -> None:
     queue, settings = await _queue(redis_client, redis_url, rate=5.0)
-    pacer = Pacer(queue, RoomView(queue, settings), settings)
+    pacer = make_pacer(queue, make_view(queue, settings), settings)
     await pacer.step()
     await asyncio.sleep(1.1)  # one second of credit: up to 5 admissions at once
     await pacer.step()
@@ -66,7 +65,7 @@ async def test_frontier_never_passes_last_position_or_the_cap(
     queue, settings = await _queue(redis_client, redis_url, rate=1000.0, max_active=7)
     for _ in range(20):
         await queue.join()
-    pacer = Pacer(queue, RoomView(queue, settings), settings)
+    pacer = make_pacer(queue, make_view(queue, settings), settings)
     for _ in range(5):
         await pacer.step()
         await asyncio.sleep(0.05)
@@ -87,7 +86,7 @@ async def test_rate_accuracy_over_a_window(redis_client: aioredis.Redis, redis_u
     async with redis_client.pipeline(transaction=False) as pipe:
         pipe.hset(queue.keys.state, "seq", 10_000)
         await pipe.execute()
-    pacer = Pacer(queue, RoomView(queue, settings), settings)
+    pacer = make_pacer(queue, make_view(queue, settings), settings)
     await pacer.step()
     start_state = await queue.read()
     assert start_state is not None
@@ -107,8 +106,8 @@ async def test_one_pacer_acts_and_another_takes_over(
     redis_client: aioredis.Redis, redis_url: str
 ) -> None:
     queue, settings = await _queue(redis_client, redis_url)
-    view = RoomView(queue, settings)
-    first, second = Pacer(queue, view, settings), Pacer(queue, view, settings)
+    view = make_view(queue, settings)
+    first, second = make_pacer(queue, view, settings), make_pacer(queue, view, settings)
     assert (await first.step()).holder  # type: ignore[union-attr]
     assert not (await second.step()).holder  # type: ignore[union-attr]
     # The holder dies: it stops renewing; the lease lapses within pacer_lease_s.
@@ -127,7 +126,7 @@ async def test_paused_room_admits_nobody(redis_client: aioredis.Redis, redis_url
     for _ in range(5):
         await queue.join()
     await redis_client.hset(queue.keys.config, "paused", "1")
-    pacer = Pacer(queue, RoomView(queue, settings), settings)
+    pacer = make_pacer(queue, make_view(queue, settings), settings)
     await pacer.step()
     await asyncio.sleep(0.1)
     await pacer.step()
@@ -139,10 +138,10 @@ async def test_empty_redis_is_restored_from_a_workers_view(
     redis_client: aioredis.Redis, redis_url: str
 ) -> None:
     queue, settings = await _queue(redis_client, redis_url, rate=1000.0, max_active=3)
-    view = RoomView(queue, settings)
+    view = make_view(queue, settings)
     for _ in range(10):
         await queue.join()
-    pacer = Pacer(queue, view, settings)
+    pacer = make_pacer(queue, view, settings)
     await pacer.step()
     await asyncio.sleep(0.05)
     await pacer.step()
@@ -163,7 +162,7 @@ async def test_a_pacer_back_after_a_gap_admits_one_second_not_a_flood(
 ) -> None:
     queue, settings = await _queue(redis_client, redis_url, rate=10.0, max_active=100_000)
     await redis_client.hset(queue.keys.state, mapping={"seq": 1000, "credit": 0})
-    pacer = Pacer(queue, RoomView(queue, settings), settings)
+    pacer = make_pacer(queue, make_view(queue, settings), settings)
     await pacer.step()
     # As after a takeover or an outage: the last tick was a minute ago.
     last = int(await redis_client.hget(queue.keys.state, "last_ms") or 0)
@@ -181,8 +180,8 @@ async def test_pacer_and_view_outlive_redis_error_replies(
         await queue.join()
     # A reply error (here WRONGTYPE; in life BUSY, MISCONF, TRYAGAIN...) on every tick.
     await redis_client.set(queue.keys.config, "not a hash")
-    view = RoomView(queue, settings)
-    pacer = Pacer(queue, view, settings)
+    view = make_view(queue, settings)
+    pacer = make_pacer(queue, view, settings)
     tasks = [asyncio.create_task(pacer.run()), asyncio.create_task(view.run())]
     try:
         await asyncio.sleep(0.3)
@@ -206,14 +205,14 @@ async def test_a_worker_that_never_saw_the_line_lets_one_that_did_restore_it() -
         settings = make_settings(server.url)
         veteran_client, newcomer_client = connect(server.url), connect(server.url)
         try:
-            veteran = RoomView(Queue(veteran_client, settings.line()), settings)
+            veteran = make_view(Queue(veteran_client, settings.line()), settings)
             await veteran.queue.init()
             for _ in range(7):
                 await veteran.queue.join()
             known = await veteran.refresh()
             assert known is not None
             server.stop()  # an outage; a new worker starts during it
-            newcomer = RoomView(Queue(newcomer_client, settings.line()), settings)
+            newcomer = make_view(Queue(newcomer_client, settings.line()), settings)
             assert await newcomer.refresh() is None
             server.start()  # back, and empty
             assert await newcomer.refresh() is None  # it does not start a new line

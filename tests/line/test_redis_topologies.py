@@ -16,6 +16,7 @@ import redis.asyncio as aioredis
 from tests.support.gateway_support import make_settings
 from waitroom.devtools.embedded_ha import SentinelSet
 from waitroom.errors import ConfigError, StoreUnavailable
+from waitroom.gateway.services import make_view
 from waitroom.line.keys import RoomKeys
 from waitroom.line.state import Queue
 from waitroom.line.store import (
@@ -27,7 +28,6 @@ from waitroom.line.store import (
     topology,
     topology_of,
 )
-from waitroom.room.snapshot import RoomView
 from waitroom.settings import Settings
 
 KEYS = RoomKeys("results")
@@ -238,7 +238,7 @@ async def test_a_line_held_behind_what_a_worker_saw_is_moved_back_up(
     settings = make_settings(redis_url)
     queue = Queue(redis_client, settings.line())
     await queue.init()
-    view = RoomView(queue, settings)
+    view = make_view(queue, settings)
     for _ in range(30):
         await queue.join()
     await redis_client.hset(KEYS.state, mapping={"frontier": 20})

@@ -16,10 +16,11 @@ from tests.support.gateway_support import BACKEND_KEYS, make_settings
 from tests.support.origin_model import T0_S, Origin, Second, Simulation, trace
 from tests.support.servers import serving
 from waitroom.gateway.app import create_app
+from waitroom.gateway.services import make_governor
 from waitroom.line.state import AUTO_START_RATE, Queue, Search, Tick
 from waitroom.lookup.app import create_app as create_backend
-from waitroom.room.governor import CLIMB, KINDS, SETTLE_S, Governor
-from waitroom.room.snapshot import CLIMBING_POLL_MAX_S
+from waitroom.room.estimate import CLIMBING_POLL_MAX_S
+from waitroom.room.governor import CLIMB, KINDS, SETTLE_S
 from waitroom.room.telemetry import RECENT_MIN_LOOKUPS, BackendStats, Sample, Sampler
 from waitroom.settings import Settings
 
@@ -59,7 +60,7 @@ async def test_slow_backend_cuts_the_rate_then_healthy_raises_it_back(
     redis_client: aioredis.Redis, redis_url: str
 ) -> None:
     queue, settings = await _room(redis_client, redis_url, backend_p95_target_ms=500.0)
-    governor = Governor(queue, settings)
+    governor = make_governor(queue, settings)
     t = 1000.0
     await governor.update(sample(t, p95_ms=1500.0), await queue.read())
     state = await queue.read()
@@ -116,7 +117,7 @@ async def test_no_shows_are_measured_and_made_up(
     redis_client: aioredis.Redis, redis_url: str
 ) -> None:
     queue, settings = await _room(redis_client, redis_url)
-    governor = Governor(queue, settings)
+    governor = make_governor(queue, settings)
     # Ten admitted a second, five of them come for their pass.
     factors = []
     for second in range(90):
@@ -378,7 +379,7 @@ async def test_a_new_pacer_lease_holder_carries_on_from_the_search(
     before = await simulation.state()
     assert before.search.phase == "hold" and before.search.capacity
     # The lease holder dies; another worker's governor (nothing in memory) goes on.
-    simulation.governor = Governor(queue, settings)
+    simulation.governor = make_governor(queue, settings)
     seconds = await simulation.run(60)
     assert all(s.phase != "climb" for s in seconds), trace(seconds)
     shares = [_load(s, origin) / 40.0 for s in seconds]

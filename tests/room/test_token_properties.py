@@ -17,13 +17,12 @@ from hypothesis import strategies as st
 from itsdangerous import TimestampSigner, URLSafeTimedSerializer
 
 from tests.support.gateway_support import TEST_KEYS, make_settings
+from waitroom.gateway.services import make_limits, make_signer, make_view
 from waitroom.line.state import Queue
-from waitroom.room.abuse import Limits
-from waitroom.room.snapshot import RoomView
 from waitroom.room.tickets import CLOCK_SKEW_S, TicketRejected, TicketSigner
 
 SETTINGS = make_settings("redis://127.0.0.1:6379/0", pass_ttl_s=600)
-SIGNER = TicketSigner(SETTINGS)
+SIGNER = make_signer(SETTINGS)
 FAST = settings(max_examples=150, deadline=None)
 WITH_REDIS = settings(
     max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
@@ -36,7 +35,7 @@ epochs = st.text("0123456789abcdef", min_size=8, max_size=8)
 
 def _fresh_signer() -> TicketSigner:
     # Each check on its own signer: the verified-token cache must not hide a thing.
-    return TicketSigner(SETTINGS)
+    return make_signer(SETTINGS)
 
 
 @st.composite
@@ -202,9 +201,9 @@ async def test_a_pass_buys_its_limit_of_lookups_and_no_more(
 ) -> None:
     settings_ = make_settings(redis_url, pass_max_lookups=limit)
     queue = Queue(redis_client, settings_.line())
-    view = RoomView(queue, settings_)
+    view = make_view(queue, settings_)
     view.healthy = True  # as after its first read
-    limits = Limits(redis_client, settings_, view)
+    limits = make_limits(redis_client, view, settings_)
     pass_id = secrets.token_urlsafe(9)
     made = 0  # lookups the backend made with this pass, by the model
     for answer in answers:
@@ -226,7 +225,7 @@ def test_tickets_and_passes_are_what_itsdangerous_writes_and_reads(
 ) -> None:
     """Issued without zlib's attempt (never shorter at this size), read by any
     URLSafeTimedSerializer with the same keys and salt, and the other way round."""
-    signer = TicketSigner(make_settings("redis://127.0.0.1:1/0"))
+    signer = make_signer(make_settings("redis://127.0.0.1:1/0"))
     ticket, token = signer.issue_ticket(position, epoch, 0)
     assert not token.startswith(".")  # a compressed payload would start so
     reference = URLSafeTimedSerializer(list(reversed(TEST_KEYS)), salt="waitroom.ticket")

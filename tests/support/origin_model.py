@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 
 import redis.asyncio as aioredis
 
+from waitroom.gateway.services import make_governor
 from waitroom.line.state import Queue, RoomState
 from waitroom.room.governor import Governor
 from waitroom.room.telemetry import BackendStats, Sample, Sampler
@@ -115,7 +116,7 @@ class Simulation:
         self.client = client
         self.queue = queue
         self.origin = origin
-        self.governor = governor or Governor(queue, settings)
+        self.governor = governor or make_governor(queue, settings)
         self.stats = BackendStats()
         self.sampler = Sampler(client, queue.keys)
         self.t = 0

@@ -22,13 +22,13 @@ from typing import Any
 from quart import Quart, Response, request
 from werkzeug.exceptions import HTTPException
 
-from waitroom.gateway.admin.blueprint import admin_blueprint
+from waitroom.gateway.admin.blueprint import Admin
 from waitroom.gateway.i18n import pick_language
-from waitroom.gateway.lean import LANG_COOKIE, MAX_BODY, Lean, wants_json
+from waitroom.gateway.lean import MAX_BODY, Lean, wants_json
 from waitroom.gateway.metrics import CONTENT_TYPE_LATEST, render_metrics
 from waitroom.gateway.replies import Replies
-from waitroom.gateway.responses import SECURITY_HEADERS, CookiePolicy
-from waitroom.gateway.services import Services
+from waitroom.gateway.responses import LANG_COOKIE, SECURITY_HEADERS, CookiePolicy
+from waitroom.gateway.services import Services, admin_settings
 from waitroom.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -91,7 +91,16 @@ def create_app(settings: Settings | None = None) -> Quart:
 
     app.add_template_filter(services.pages.clock, "clock")
 
-    app.register_blueprint(admin_blueprint(services))
+    admin = Admin(
+        admin_settings(settings),
+        services.auth,
+        cookies,
+        redis=services.redis,
+        queue=services.queue,
+        view=services.view,
+        pacer=services.pacer,
+    )
+    app.register_blueprint(admin.blueprint())
 
     @app.context_processor
     def template_globals() -> dict[str, Any]:
@@ -109,7 +118,7 @@ def create_app(settings: Settings | None = None) -> Quart:
 
     @app.route("/metrics")
     async def metrics() -> Response:
-        body = await render_metrics(services)
+        body = await render_metrics(services.redis, services.queue.keys, services.view)
         return Response(body, content_type=CONTENT_TYPE_LATEST)
 
     @app.route("/readyz")

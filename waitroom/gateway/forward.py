@@ -23,12 +23,12 @@ import logging
 import os
 import time
 from collections.abc import Iterable
+from dataclasses import dataclass
 
 from waitroom.errors import BackendUnavailable
 from waitroom.gateway.upstream import StreamedBody, Upstream, UpstreamError, UpstreamResponse
 from waitroom.room.telemetry import BackendStats
 from waitroom.room.tickets import PASS_COOKIE, TICKET_COOKIE
-from waitroom.settings import Settings
 from waitroom.shared.admission import HEADER_BYTES as ADMISSION_HEADER
 from waitroom.shared.admission import REFUSED_HEADER_BYTES, AdmissionSigner
 
@@ -89,13 +89,26 @@ def _without_our_cookies(header: bytes) -> bytes:
     return b"; ".join(kept)
 
 
+@dataclass(frozen=True, slots=True)
+class BackendSettings:
+    """The origin and how to reach it (``waitroom.gateway.services`` builds it)."""
+
+    url: str
+    # The keys the admission header is signed with, newest first.
+    secret: tuple[str, ...]
+    room: str
+    pool_size: int
+    connect_timeout_s: float
+    read_timeout_s: float
+
+
 class Forwarder:
-    def __init__(self, settings: Settings, stats: BackendStats | None = None) -> None:
+    def __init__(self, settings: BackendSettings, stats: BackendStats | None = None) -> None:
         self.settings = settings
         self.stats = stats
-        self.url = settings.backend_url.rstrip("/")
+        self.url = settings.url.rstrip("/")
         self.room = settings.room
-        self.admission = AdmissionSigner(settings.backend_secret)
+        self.admission = AdmissionSigner(settings.secret)
         # Names this worker in the admission token (the pass stays at the gateway).
         self.worker = f"gw-{os.getpid()}"
         self._upstream: Upstream | None = None
@@ -107,9 +120,9 @@ class Forwarder:
         s = self.settings
         self._upstream = Upstream(
             self.url,
-            pool_size=s.backend_pool_size,
-            connect_timeout_s=s.backend_connect_timeout_s,
-            read_timeout_s=s.backend_read_timeout_s,
+            pool_size=s.pool_size,
+            connect_timeout_s=s.connect_timeout_s,
+            read_timeout_s=s.read_timeout_s,
         )
 
     async def close(self) -> None:

@@ -6,7 +6,7 @@ the browser's Accept-Language decides. Every message key exists in every languag
 
 from __future__ import annotations
 
-from waitroom.shared.languages import LANGUAGES
+from waitroom.shared.languages import DEFAULT_LANGUAGE, LANGUAGES, from_accept_language
 
 MESSAGES: dict[str, dict[str, str]] = {
     "en": {
@@ -131,9 +131,4 @@ def pick_language(query: str | None, cookie: str | None, accept: str | None) -> 
     for choice in (query, cookie):
         if choice in LANGUAGES:
             return choice
-    if accept:
-        for part in accept.split(","):
-            tag = part.split(";")[0].strip().lower()
-            if tag.split("-")[0] in LANGUAGES:
-                return tag.split("-")[0]
-    return "en"
+    return from_accept_language(accept) or DEFAULT_LANGUAGE

@@ -32,6 +32,7 @@ from waitroom.gateway.replies import Replies
 from waitroom.gateway.responses import (
     HTML,
     JSON,
+    LANG_COOKIE,
     NO_STORE,
     TEXT,
     CookiePolicy,
@@ -51,7 +52,8 @@ from waitroom.shared.rawasgi import ASGIApp, ClientGone, Message, Receive, Scope
 
 log = logging.getLogger(__name__)
 
-LANG_COOKIE = "wr_lang"
+# A chosen language is remembered for a year.
+LANG_COOKIE_TTL_S = 365 * 86400
 # The largest body of a request Quart answers (an admin form).
 MAX_BODY = 16 * 1024
 # A body up to this is read whole before it is forwarded: a form, which the busy
@@ -274,11 +276,7 @@ class Lean:
         path = scope["path"]
         as_json = path.startswith(("/api/", "/status")) or wants_json(headers)
         chosen = query_lang(scope)
-        lang = pick_language(
-            chosen,
-            cookie(headers, _LANG),
-            (header(headers, b"accept-language") or b"").decode("latin-1"),
-        )
+        lang = _language(headers, chosen)
         visit = Visit(
             scope["method"],
             path,
@@ -298,19 +296,13 @@ class Lean:
         else:
             response = self.replies.to(decision, visit, lang)
         if chosen is not None:
-            response.headers.append(
-                self.cookies.set(LANG_COOKIE, chosen, 365 * 86400, http_only=False)
-            )
+            response.headers.append(self.cookies.set(LANG_COOKIE, chosen, LANG_COOKIE_TTL_S))
         return response
 
     async def _straight(self, scope: Scope, receive: Receive) -> Response | None:
         """A path the room does not protect: to the origin, no line, no pass."""
         headers = scope["headers"]
-        lang = pick_language(
-            query_lang(scope),
-            cookie(headers, _LANG),
-            (header(headers, b"accept-language") or b"").decode("latin-1"),
-        )
+        lang = _language(headers, query_lang(scope))
         as_json = wants_json(headers)
         response = await self._forward(scope, receive, Forward(None), as_json, lang)
         return _GONE if response is None else response
@@ -323,23 +315,16 @@ class Lean:
         method, path = scope["method"], scope["path"]
         headers = scope["headers"]
         declared = _content_length(headers)
-        if declared is not None and declared > self.max_body_bytes:
-            await self.door.settle(decision, None)
-            return self._too_large()
-        body: bytes | StreamedBody
+        body: bytes | StreamedBody = b""
+        # Whatever stops the request short of the origin gives its lookup back.
         try:
+            if declared is not None and declared > self.max_body_bytes:
+                raise _BodyProblem(self._too_large())
             body = await self._body(receive, declared)
-        except ClientGone:
-            await self.door.settle(decision, None)
-            return None
-        except _BodyProblem as exc:
-            await self.door.settle(decision, None)
-            return exc.response
-        # The path as the client sent it (percent-encoded), not as decoded for us.
-        raw: bytes = scope.get("raw_path") or quote(path).encode("ascii")
-        query: bytes = scope.get("query_string", b"")
-        target = (raw + b"?" + query if query else raw).decode("latin-1")
-        try:
+            # The path as the client sent it (percent-encoded), not as decoded for us.
+            raw: bytes = scope.get("raw_path") or quote(path).encode("ascii")
+            query: bytes = scope.get("query_string", b"")
+            target = (raw + b"?" + query if query else raw).decode("latin-1")
             answer = await self.forwarder.forward(
                 method,
                 target,
@@ -484,6 +469,12 @@ class Lean:
             headers.append((b"content-encoding", b"gzip"))
             return Response(200, asset.gzipped, asset.content_type, headers, encoded=True)
         return Response(200, asset.body, asset.content_type, headers, encoded=True)
+
+
+def _language(headers: Iterable[tuple[bytes, bytes]], chosen: str | None) -> str:
+    """The student's language: ``?lang=`` (``chosen``), their cookie, Accept-Language."""
+    accept = header(headers, b"accept-language") or b""
+    return pick_language(chosen, cookie(headers, _LANG), accept.decode("latin-1"))
 
 
 class _BodyProblem(Exception):

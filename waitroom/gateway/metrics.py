@@ -22,31 +22,34 @@ from prometheus_client.core import (
 )
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
-from waitroom.gateway.services import Services
+from waitroom.line.keys import RoomKeys
 from waitroom.line.state import RoomState
+from waitroom.line.store import Client
+from waitroom.room.snapshot import RoomView
 from waitroom.room.telemetry import BUCKETS_MS
 
 __all__ = ["CONTENT_TYPE_LATEST", "render_metrics"]
 
 
-async def render_metrics(services: Services) -> bytes:
+async def render_metrics(client: Client, keys: RoomKeys, view: RoomView) -> bytes:
+    """The room's figures: ``view``'s line, and the room-wide counters in Redis."""
     try:
-        raw = await services.redis.hgetall(services.queue.keys.metrics)
+        raw = await client.hgetall(keys.metrics)
         counters = {_text(k): int(v) for k, v in raw.items()}
     except Exception:
         counters = {}  # the line's figures below still say Redis is down
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(_RoomCollector(services, counters))
+    registry.register(_RoomCollector(view, counters))
     return generate_latest(registry)
 
 
 class _RoomCollector:
-    def __init__(self, services: Services, counters: dict[str, int]) -> None:
-        self.services = services
+    def __init__(self, view: RoomView, counters: dict[str, int]) -> None:
+        self.view = view
         self.counters = counters
 
     def collect(self) -> Iterator[Metric]:
-        view = self.services.view
+        view = self.view
         s = view.state
         yield _gauge("waitroom_redis_up", "1 when this worker reached Redis lately", view.healthy)
         if s is not None:

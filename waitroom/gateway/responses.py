@@ -1,6 +1,7 @@
-"""What every answer of the lean layer shares: headers, the cookie policy, gzip.
+"""What every answer of the gateway shares: headers, the cookie policy, gzip.
 
-One place sets every student cookie's attributes (``CookiePolicy``), one place the
+One place sets every cookie's attributes (``CookiePolicy``: the students' cookies
+the lean layer sets, the admin's that Quart's pages set), one place the
 security headers, one place (``waitroom.shared.compression``, which the hashed
 assets use too) decides what is worth compressing; the pieces that
 build answers (``waitroom.gateway.replies``, ``waitroom.gateway.lean``) only say what to send.
@@ -12,6 +13,9 @@ from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from werkzeug.sansio.response import Response as QuartResponse
+
+from waitroom.room.tickets import PASS_COOKIE, TICKET_COOKIE
 from waitroom.shared.compression import compressible, gzip
 from waitroom.shared.rawasgi import Scope, Send
 
@@ -75,30 +79,70 @@ class Response:
     length: int | None = None
 
 
+# The student's language (the lean layer sets it when ``?lang=`` chooses one).
+LANG_COOKIE = "wr_lang"
+# The admin's session, and the login form's own CSRF token (``waitroom.gateway.admin.auth``).
+SESSION_COOKIE = "wr_admin"
+LOGIN_COOKIE = "wr_admin_login"
+
+
+@dataclass(frozen=True, slots=True)
+class CookieRule:
+    """Where a cookie goes and who may read it (``Secure`` is the policy's, for all)."""
+
+    path: str
+    same_site: str
+    http_only: bool = True
+
+
+# A student's cookies go to the whole site, Lax: a link from the board's own page
+# brings them. The admin's go only to /admin, Strict: no other site's link or form
+# carries them. Scripts read none of them but the language.
+STUDENT = CookieRule("/", "Lax")
+ADMIN = CookieRule("/admin", "Strict")
+COOKIES: dict[str, CookieRule] = {
+    TICKET_COOKIE: STUDENT,
+    PASS_COOKIE: STUDENT,
+    LANG_COOKIE: CookieRule("/", "Lax", http_only=False),
+    SESSION_COOKIE: ADMIN,
+    LOGIN_COOKIE: ADMIN,
+}
+
+
 class CookiePolicy:
-    """Every cookie a student gets: the ticket, the pass, the language."""
+    """Every cookie the gateway sets, and its attributes, in one place: Quart's session
+    interface in spirit. A cookie not in ``COOKIES`` cannot be set at all.
+
+    ``set`` and ``drop`` give the lean layer its header; ``set_on`` and ``drop_on``
+    add the same header to a Quart response (the admin's pages).
+    """
 
     def __init__(self, secure: bool) -> None:
-        tail = b"; Path=/; SameSite=Lax"
-        if secure:
-            tail += b"; Secure"
-        self._tail = tail
+        self.secure = secure
+        # name -> (b"name=", the attributes after Max-Age when set, when dropped)
+        self._cookies: dict[str, tuple[bytes, bytes, bytes]] = {}
+        for name, rule in COOKIES.items():
+            tail = b"; Path=%s; SameSite=%s" % (rule.path.encode(), rule.same_site.encode())
+            if secure:
+                tail += b"; Secure"
+            kept = tail + b"; HttpOnly" if rule.http_only else tail
+            self._cookies[name] = (name.encode() + b"=", kept, tail)
 
-    def set(
-        self, name: str, value: str, max_age: int, *, http_only: bool = True
-    ) -> tuple[bytes, bytes]:
+    def set(self, name: str, value: str, max_age: int) -> tuple[bytes, bytes]:
+        start, tail, _ = self._cookies[name]
         # Signed tokens and language codes need no quoting: URL-safe base64, a-z.
-        cookie = b"%s=%s; Max-Age=%d%s" % (name.encode(), value.encode(), max_age, self._tail)
-        if http_only:
-            cookie += b"; HttpOnly"
-        return b"set-cookie", cookie
+        return b"set-cookie", b"%s%s; Max-Age=%d%s" % (start, value.encode(), max_age, tail)
 
     def drop(self, name: str) -> tuple[bytes, bytes]:
-        cookie = b'%s=""; Expires=Thu, 01 Jan 1970 00:00:00 GMT; Max-Age=0%s' % (
-            name.encode(),
-            self._tail,
-        )
+        start, _, tail = self._cookies[name]
+        cookie = b'%s""; Expires=Thu, 01 Jan 1970 00:00:00 GMT; Max-Age=0%s' % (start, tail)
         return b"set-cookie", cookie
+
+    def set_on(self, response: QuartResponse, name: str, value: str, max_age: int) -> None:
+        response.headers.add("Set-Cookie", self.set(name, value, max_age)[1].decode("latin-1"))
+
+    def drop_on(self, response: QuartResponse, name: str) -> None:
+        response.headers.add("Set-Cookie", self.drop(name)[1].decode("latin-1"))
 
 
 def accepts_gzip(headers: Iterable[tuple[bytes, bytes]]) -> bool:

@@ -11,8 +11,11 @@ from __future__ import annotations
 
 from urllib.parse import parse_qsl
 
-LANGUAGES = ("en", "hi")
-DEFAULT = "en"
+from waitroom.shared.languages import DEFAULT_LANGUAGE, LANGUAGES, from_accept_language
+
+__all__ = ["DEFAULT", "LANGUAGES", "WORDS", "other", "pick_language"]
+
+DEFAULT = DEFAULT_LANGUAGE
 
 WORDS: dict[str, dict[str, str]] = {
     "en": {
@@ -184,11 +187,5 @@ def pick_language(query_string: bytes, header: bytes | None, accept: bytes | Non
         chosen = header.decode("latin-1").strip().lower()
         if chosen in LANGUAGES:
             return chosen
-    if accept:
-        # The first supported language in the header's order, as the gateway reads it
-        # (waitroom.gateway.i18n.pick_language), so both sides agree on the same request.
-        for part in accept.decode("latin-1").split(","):
-            tag = part.split(";")[0].strip().lower().split("-")[0]
-            if tag in LANGUAGES:
-                return tag
-    return DEFAULT
+    accepted = from_accept_language(accept.decode("latin-1")) if accept else None
+    return accepted or DEFAULT

@@ -41,7 +41,6 @@ from waitroom.line.scripts import COUNT
 from waitroom.line.store import Client
 from waitroom.room.snapshot import RoomView
 from waitroom.room.tickets import CLOCK_SKEW_S
-from waitroom.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -71,19 +70,23 @@ class Limits:
     def __init__(
         self,
         client: Client,
-        settings: Settings,
+        keys: RoomKeys,
         view: RoomView,
+        *,
+        max_lookups: int,
+        trusted_proxies: Iterable[str],
         on_batch: Callable[[int], None] | None = None,
     ) -> None:
-        self.settings = settings
-        self.keys = RoomKeys(settings.room)
+        # Lookups a pass buys (WAITROOM_PASS_MAX_LOOKUPS; 0: no limit).
+        self.max_lookups = max_lookups
+        self.keys = keys
         self.view = view
         self.client = client
         # Lookups of many passes, and give-backs, in one round trip (waitroom.line.coalesce).
         self.counts: Coalescer[tuple[str, int], tuple[int, int]] = Coalescer(
             self._count_many, on_batch=on_batch
         )
-        self.trusted = parse_networks(settings.trusted_proxies)
+        self.trusted = parse_networks(trusted_proxies)
         self._untrusted_xff_logged = False
 
     async def _count_many(self, uses: Sequence[tuple[str, int]]) -> list[tuple[int, int]]:
@@ -101,7 +104,7 @@ class Limits:
 
     async def take_lookup(self, pass_id: str) -> LookupVerdict:
         """Count one lookup with this pass; ``allowed`` is False past the limit."""
-        limit = self.settings.pass_max_lookups
+        limit = self.max_lookups
         # Fail open, as for spent tickets: the pass is signed and expires, so an
         # outage lets a shared pass buy at most what the backend serves until it
         # expires, while failing closed would stop every admitted student's lookup

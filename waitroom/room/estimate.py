@@ -5,6 +5,11 @@ ASGI layer and the Quart pages give the same answer without a Redis round trip.
 A ticket holds the position its owner was given on arrival; their *place* is the
 same number, except for the pre-queue of a scheduled release, whose positions are
 put in a random order at the release time (``waitroom.line.release``).
+
+The wait estimate and the poll interval are worked out here and nowhere else
+(``wait_estimate``, ``poll_interval``; the view only hands them its numbers). The
+status check's ``_numbers`` is their deliberate fast copy, inlined for the crowd's
+commonest request; tests/gateway/test_status_path.py holds it to ``standing``.
 """
 
 from __future__ import annotations
@@ -12,13 +17,27 @@ from __future__ import annotations
 import random
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from waitroom.line import release
 from waitroom.line.state import RoomState
-from waitroom.room.snapshot import Estimate, RoomView, StatusBasis
 from waitroom.room.tickets import Ticket
 
+if TYPE_CHECKING:  # the view gives this module its inputs; it imports what is here
+    from waitroom.room.snapshot import RoomView
+
+# A poll far from the front waits a quarter of the wait at today's rate, so a rate up
+# to four times faster still finds the student in time, and at most a minute. While
+# the auto rate climbs (x1.5 a step, about twenty times its start within a minute) a
+# minute's sleep misses the admission by half a minute: the seed's polling delay was
+# p90 9.6 s, p99 23 s, and the origin's load trailed admission by as much, which
+# the search misread. Then polls wait at most CLIMBING_POLL_MAX_S, in which a climb
+# raises the rate by less than four times (pinned in tests/test_governor.py).
+POLL_MAX_S = 60.0
+CLIMBING_POLL_MAX_S = 15.0
+# Near the front a poll waits this long; while the view is stale, at least STALE_POLL_S.
+NEAR_POLL_S = 2.0
+STALE_POLL_S = 5.0
 # Before a release the pre-queue polls at most this often, and at the release its
 # polls spread over this many seconds, so a crowd does not ask in the same second.
 PREQUEUE_MAX_POLL_S = 60
@@ -39,6 +58,97 @@ _PAUSED_JSON = (
 _READY_JSON = (
     b'{"state":"ready","position":%s,"ahead":0,"eta_s":null,"eta_range_s":null,"retry_after_s":%d%s'
 )
+
+
+@dataclass(frozen=True)
+class Estimate:
+    """Estimated wait for someone ``ahead`` places from the front, as a range."""
+
+    ahead: int
+    low_s: int
+    high_s: int
+
+    @property
+    def mid_s(self) -> int:
+        return (self.low_s + self.high_s) // 2
+
+
+@dataclass(frozen=True, slots=True)
+class StatusBasis:
+    """What a waiting student's status check needs of the view, worked out once per
+    refresh (and again when the view's health changes), so that the check itself
+    only compares their place with it (``status_reply``).
+    """
+
+    state: RoomState
+    healthy: bool
+    frontier: int
+    # People per second the line moves at now (0 while paused): the estimate's rate.
+    rate: float
+    # The rate poll intervals are judged by: never 0 (``poll_rate``).
+    poll_rate: float
+    poll_max_s: float
+    refresh_interval_s: float
+    pacer_tick_s: float
+    # Positions above release_base need ``place_of`` when a release is scheduled.
+    release_at_ms: int | None
+    release_base: int
+    # The pass-through mode (or a negative frontier, which no script makes):
+    # ``standing`` answers those itself.
+    irregular: bool
+    # The end of a status answer's JSON, the same for every ticket until the next
+    # refresh: ``,"paused":…,"reconnecting":…,"updated_at":…}``.
+    json_tail: bytes
+    updated_at: float
+
+
+# -- the reference arithmetic: the one copy (``_numbers`` is its fast twin) ----------
+
+
+def wait_estimate(
+    position: int,
+    frontier: int,
+    rate: float,
+    *,
+    refresh_interval_s: float,
+    pacer_tick_s: float,
+) -> Estimate | None:
+    """The wait for ``position`` while the line's front is ``frontier`` and it moves at
+    ``rate`` people a second; None while admission is paused (``rate`` 0)."""
+    ahead = max(0, position - frontier - 1)
+    if rate <= 0:
+        return None
+    expected = (ahead + 1) / rate
+    # The pacer ticks a few times a second and the view lags one refresh: the
+    # low end cannot beat that; the high end leaves room for a slower backend.
+    low = max(0.0, expected * 0.9 - refresh_interval_s)
+    high = expected * 1.2 + refresh_interval_s + pacer_tick_s
+    return Estimate(ahead, int(low), max(1, int(high + 0.999)))
+
+
+def poll_rate(rate: float, capacity: float) -> float:
+    """The rate a poll's wait is judged by: the line's, or while it is paused what the
+    room can sustain; never 0."""
+    return max(rate or capacity, 0.001)
+
+
+def poll_interval(ahead: int, rate: float, poll_max_s: float) -> float:
+    """Seconds until a student ``ahead`` places from the front should ask again, before
+    jitter, at ``poll_rate``'s ``rate``.
+
+    Far from the front: rarely (up to ``poll_max_s``); near it: every couple of
+    seconds, so nobody loses time at the front while the crowd's polls stay few.
+    """
+    return min(poll_max_s, max(NEAR_POLL_S, ahead / rate / 4))
+
+
+def poll_max(climbing: bool) -> float:
+    """The longest a waiting student's poll waits (``POLL_MAX_S``; less while the auto
+    rate climbs)."""
+    return CLIMBING_POLL_MAX_S if climbing else POLL_MAX_S
+
+
+# -- where a ticket stands ---------------------------------------------------------------
 
 
 @dataclass(frozen=True)
@@ -116,7 +226,7 @@ def standing(ticket: Ticket, view: RoomView) -> Standing:
     ahead = 0 if ready else max(0, place - frontier - 1)
     interval = 1.0 if ready else view.poll_interval(ahead)
     if stale:
-        interval = max(interval, 5.0)
+        interval = max(interval, STALE_POLL_S)
     # Jitter spreads a crowd that arrived in one second over the whole interval.
     retry = max(1, round(interval * random.uniform(0.8, 1.2)))
     return Standing(ready, place, ahead, estimate, retry, stale, view.updated_at, paused)
@@ -167,7 +277,10 @@ def standing_from_basis(ticket: Ticket, basis: StatusBasis) -> Standing | None:
 
 def _numbers(position: int, basis: StatusBasis) -> tuple[bool, int, int, int, int, int] | None:
     """(ready, place, ahead, retry after, estimate low, high) as ``standing`` works them
-    out, high -1 while admission is paused; None for the cases ``standing`` answers."""
+    out, high -1 while admission is paused; None for the cases ``standing`` answers.
+
+    The fast copy of ``wait_estimate`` and ``poll_interval``: change them together
+    (tests/gateway/test_status_path.py fails when they differ)."""
     if basis.irregular:
         return None
     place = position
@@ -180,12 +293,13 @@ def _numbers(position: int, basis: StatusBasis) -> tuple[bool, int, int, int, in
     # The jitter as random.uniform(0.8, 1.2) draws it, without its call.
     jitter = 0.8 + _JITTER_SPAN * _random()
     if place <= frontier:
-        retry = round((1.0 if basis.healthy else 5.0) * jitter)
+        retry = round((1.0 if basis.healthy else STALE_POLL_S) * jitter)
         return True, place, 0, retry if retry >= 1 else 1, -1, -1
     ahead = place - frontier - 1
-    # view.poll_interval: min(poll max, max(2.0, ahead / rate / 4)), 5 s at least if stale
+    # poll_interval: min(poll max, max(NEAR_POLL_S, ahead / rate / 4)), and
+    # STALE_POLL_S at least if stale
     interval = ahead / basis.poll_rate / 4
-    floor = 2.0 if basis.healthy else 5.0
+    floor = NEAR_POLL_S if basis.healthy else STALE_POLL_S
     if interval > basis.poll_max_s:
         interval = basis.poll_max_s
     elif interval < floor:
@@ -196,7 +310,7 @@ def _numbers(position: int, basis: StatusBasis) -> tuple[bool, int, int, int, in
     rate = basis.rate
     if rate <= 0:
         return False, place, ahead, retry, -1, -1
-    # view.estimate
+    # wait_estimate
     expected = (ahead + 1) / rate
     refresh = basis.refresh_interval_s
     low_s = expected * 0.9 - refresh

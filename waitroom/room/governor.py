@@ -53,7 +53,6 @@ from typing import Literal, get_args
 from waitroom.errors import StoreUnavailable
 from waitroom.line.state import AUTO_START_RATE, Queue, RoomState, Search
 from waitroom.room.telemetry import WINDOW_S, Sample
-from waitroom.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -162,9 +161,20 @@ class Decision:
 
 
 class Governor:
-    def __init__(self, queue: Queue, settings: Settings) -> None:
+    def __init__(
+        self,
+        queue: Queue,
+        *,
+        p95_target_ms: float,
+        error_target: float,
+        noshow_compensation: bool,
+    ) -> None:
         self.queue = queue
-        self.settings = settings
+        # The backend's targets (WAITROOM_BACKEND_P95_TARGET_MS, ..._ERROR_TARGET;
+        # a p95 target of 0 is none), and whether no-shows are made up for.
+        self.p95_target_ms = p95_target_ms
+        self.error_target = error_target
+        self.noshow_compensation = noshow_compensation
         self._last_decrease = 0.0
         self._last_increase = 0.0
         self._history: deque[Sample] = deque()
@@ -245,13 +255,12 @@ class Governor:
         self, p95: float | None, errors: float | None, knee_ms: float | None = None
     ) -> str:
         """Why the backend is struggling, in words; "" when it is not."""
-        s = self.settings
-        if p95 is not None and 0 < s.backend_p95_target_ms < p95:
-            return f"backend p95 {p95:.0f} ms over the {s.backend_p95_target_ms:g} ms target"
+        if p95 is not None and 0 < self.p95_target_ms < p95:
+            return f"backend p95 {p95:.0f} ms over the {self.p95_target_ms:g} ms target"
         if p95 is not None and knee_ms is not None and p95 > knee_ms:
             return f"backend p95 {p95:.0f} ms, over {KNEE_FACTOR:g}x its healthy p95"
-        if errors is not None and errors > s.backend_error_target:
-            return f"backend errors {errors:.0%} over the {s.backend_error_target:.0%} target"
+        if errors is not None and errors > self.error_target:
+            return f"backend errors {errors:.0%} over the {self.error_target:.0%} target"
         return ""
 
     def _remember(self, sample: Sample) -> None:
@@ -260,7 +269,7 @@ class Governor:
             self._history.popleft()
 
     def _noshow_factor(self, sample: Sample, state: RoomState) -> float | None:
-        if not self.settings.noshow_compensation or len(self._history) < 2:
+        if not self.noshow_compensation or len(self._history) < 2:
             return _factor_or_none(state.noshow_factor)
         # Admissions in [oldest, now - lag] against passes in [oldest + lag, now]:
         # two spans of the same length, the second a few seconds later.

@@ -18,7 +18,6 @@ from waitroom.line.state import Queue, Tick
 from waitroom.room.governor import Governor
 from waitroom.room.snapshot import RoomView
 from waitroom.room.telemetry import Sampler
-from waitroom.settings import Settings
 from waitroom.shared.loops import every
 
 log = logging.getLogger(__name__)
@@ -33,7 +32,9 @@ class Pacer:
         self,
         queue: Queue,
         view: RoomView,
-        settings: Settings,
+        *,
+        tick_s: float,
+        lease_s: float,
         sampler: Sampler | None = None,
         governor: Governor | None = None,
     ) -> None:
@@ -41,7 +42,8 @@ class Pacer:
         self.view = view
         self.sampler = sampler
         self.governor = governor
-        self.settings = settings
+        self.tick_s = tick_s
+        self.lease_s = lease_s
         self.id = worker_id()
         self.holder = False
         self.last_tick: Tick | None = None
@@ -74,8 +76,7 @@ class Pacer:
         await every(self._interval, self.step, what="pacer step", on_error=self._lost, logger=log)
 
     def _interval(self) -> float:
-        s = self.settings
-        return s.pacer_tick_s if self.holder else s.pacer_lease_s / 3
+        return self.tick_s if self.holder else self.lease_s / 3
 
     def _lost(self) -> None:
         self.holder = False

@@ -23,22 +23,20 @@ from waitroom.errors import StoreUnavailable
 from waitroom.line import release
 from waitroom.line.state import Queue, RoomState
 from waitroom.line.store import drop_idle_connections
-from waitroom.settings import Settings
+from waitroom.room.estimate import (
+    Estimate,
+    StatusBasis,
+    poll_interval,
+    poll_max,
+    poll_rate,
+    wait_estimate,
+)
 from waitroom.shared.loops import every
 
 log = logging.getLogger(__name__)
 
 # How far back the achieved admission rate is measured.
 RATE_WINDOW_S = 30.0
-# A poll far from the front waits a quarter of the wait at today's rate, so a rate up
-# to four times faster still finds the student in time, and at most a minute. While
-# the auto rate climbs (x1.5 a step, about twenty times its start within a minute) a
-# minute's sleep misses the admission by half a minute: the seed's polling delay was
-# p90 9.6 s, p99 23 s, and the origin's load trailed admission by as much, which
-# the search misread. Then polls wait at most CLIMBING_POLL_MAX_S, in which a climb
-# raises the rate by less than four times (pinned in tests/test_governor.py).
-POLL_MAX_S = 60.0
-CLIMBING_POLL_MAX_S = 15.0
 # Less history than this and the configured rate is the better estimate.
 RATE_MIN_SPAN_S = 5.0
 # A worker that never saw the line waits this long after Redis returns before it
@@ -46,50 +44,40 @@ RATE_MIN_SPAN_S = 5.0
 RESTORE_GRACE_S = 5.0
 
 
-@dataclass(frozen=True)
-class Estimate:
-    """Estimated wait for someone ``ahead`` places from the front, as a range."""
+def capacity_rate(rate: float, max_active: int, active_window_s: float) -> float:
+    """The admission rate a room can sustain: its rate, or the cap's turnover."""
+    return min(rate, max_active / active_window_s)
 
-    ahead: int
-    low_s: int
-    high_s: int
 
-    @property
-    def mid_s(self) -> int:
-        return (self.low_s + self.high_s) // 2
+def achieved_rate(span_s: float, waiting_at_start: int, admitted: int, capacity: float) -> float:
+    """The rate the line moved at: ``admitted`` over the last ``span_s`` seconds, which
+    began with ``waiting_at_start`` people in line; else ``capacity``.
+
+    Only a window with a line throughout says how fast the line moves; an idle room
+    admits at the arrival rate, which says nothing. A line that did not move at all
+    (the cap full) is no news either.
+    """
+    if span_s >= RATE_MIN_SPAN_S and waiting_at_start > 0 and admitted > 0:
+        return min(admitted / span_s, capacity * 1.05)
+    return capacity
 
 
 @dataclass(frozen=True, slots=True)
-class StatusBasis:
-    """What a waiting student's status check needs of the view, worked out once per
-    refresh (and again when the view's health changes), so that the check itself
-    only compares their place with it (``waitroom.room.estimate.status_reply``).
-    """
+class ViewSettings:
+    """What the view is configured with (``waitroom.gateway.services`` builds it)."""
 
-    state: RoomState
-    healthy: bool
-    frontier: int
-    # People per second the line moves at now (0 while paused): the estimate's rate.
-    rate: float
-    # The rate poll intervals are judged by: never 0 (``RoomView.poll_interval``).
-    poll_rate: float
-    poll_max_s: float
+    room: str
     refresh_interval_s: float
     pacer_tick_s: float
-    # Positions above release_base need ``place_of`` when a release is scheduled.
-    release_at_ms: int | None
-    release_base: int
-    # The pass-through mode (or a negative frontier, which no script makes):
-    # ``standing`` answers those itself.
-    irregular: bool
-    # The end of a status answer's JSON, the same for every ticket until the next
-    # refresh: ``,"paused":…,"reconnecting":…,"updated_at":…}``.
-    json_tail: bytes
-    updated_at: float
+    active_window_s: float
+    # The room's own until the line's state is read (then the admin's controls rule).
+    rate: float
+    max_active: int
+    pass_ttl_s: int
 
 
 class RoomView:
-    def __init__(self, queue: Queue, settings: Settings) -> None:
+    def __init__(self, queue: Queue, settings: ViewSettings) -> None:
         self.queue = queue
         self.settings = settings
         self.state: RoomState | None = None
@@ -252,7 +240,7 @@ class RoomView:
         s = self.state
         rate = s.admission_rate if s else self.settings.rate
         cap = s.max_active if s else self.settings.max_active
-        return min(rate, cap / self.settings.active_window_s)
+        return capacity_rate(rate, cap, self.settings.active_window_s)
 
     def line_rate(self) -> float:
         """People per second that the line moves at now, as measured (worked out once
@@ -267,49 +255,35 @@ class RoomView:
         if s is not None and s.held:
             return 0.0
         capacity = self.capacity_rate()
-        if len(self._samples) >= 2:
-            t0, admitted0, waiting0, _ = self._samples[0]
-            t1, admitted1, _, _ = self._samples[-1]
-            span = t1 - t0
-            # Only a window with a line throughout says how fast the line moves;
-            # an idle room admits at the arrival rate, which says nothing. A line
-            # that did not move at all (the cap full) is no news either.
-            if span >= RATE_MIN_SPAN_S and waiting0 > 0 and admitted1 > admitted0:
-                return min((admitted1 - admitted0) / span, capacity * 1.05)
-        return capacity
+        if len(self._samples) < 2:
+            return capacity
+        t0, admitted0, waiting0, _ = self._samples[0]
+        t1, admitted1, _, _ = self._samples[-1]
+        return achieved_rate(t1 - t0, waiting0, admitted1 - admitted0, capacity)
+
+    # The arithmetic is ``waitroom.room.estimate``'s; the view gives it its inputs.
 
     def estimate(self, position: int) -> Estimate | None:
-        """Wait estimate for ``position``; None while admission is paused.
-
-        ``estimate.status_reply`` works the same out from the ``StatusBasis``.
-        """
-        frontier = self.state.frontier if self.state else 0
-        ahead = max(0, position - frontier - 1)
-        rate = self.line_rate()
-        if rate <= 0:
-            return None
-        expected = (ahead + 1) / rate
-        # The pacer ticks a few times a second and the view lags one refresh: the
-        # low end cannot beat that; the high end leaves room for a slower backend.
-        low = max(0.0, expected * 0.9 - self.settings.refresh_interval_s)
-        high = expected * 1.2 + self.settings.refresh_interval_s + self.settings.pacer_tick_s
-        return Estimate(ahead, int(low), max(1, int(high + 0.999)))
+        """Wait estimate for ``position``; None while admission is paused."""
+        return wait_estimate(
+            position,
+            self.state.frontier if self.state else 0,
+            self.line_rate(),
+            refresh_interval_s=self.settings.refresh_interval_s,
+            pacer_tick_s=self.settings.pacer_tick_s,
+        )
 
     def poll_interval(self, ahead: int) -> float:
-        """Seconds until this student should ask again, before jitter.
+        """Seconds until a student ``ahead`` places from the front asks again, before
+        jitter."""
+        return poll_interval(ahead, self._poll_rate(), self.poll_max_s())
 
-        Far from the front: rarely (up to a minute); near it: every couple of
-        seconds, so nobody loses time at the front while the crowd's polls stay few.
-        ``estimate.status_reply`` works the same out from the ``StatusBasis``.
-        """
-        rate = self.line_rate() or self.capacity_rate()
-        seconds_to_front = ahead / max(rate, 0.001)
-        return min(self.poll_max_s(), max(2.0, seconds_to_front / 4))
+    def _poll_rate(self) -> float:
+        return poll_rate(self.line_rate(), self.capacity_rate())
 
     def poll_max_s(self) -> float:
         """The longest a waiting student's poll waits (``POLL_MAX_S``)."""
-        climbing = self.state is not None and self.state.climbing
-        return CLIMBING_POLL_MAX_S if climbing else POLL_MAX_S
+        return poll_max(self.state is not None and self.state.climbing)
 
     def status_basis(self) -> StatusBasis | None:
         """This refresh's basis for status checks; None while the state is unknown.
@@ -326,7 +300,7 @@ class RoomView:
         s = self.state
         if s is None:
             return None
-        # The same numbers as ``estimate`` and ``poll_interval`` and ``standing``.
+        # The inputs of ``estimate`` and ``poll_interval``, for their fast copy.
         rate = self.line_rate()
         paused = s.held
         stale = not self.healthy
@@ -340,7 +314,7 @@ class RoomView:
             healthy=self.healthy,
             frontier=s.frontier,
             rate=rate,
-            poll_rate=max(rate or self.capacity_rate(), 0.001),
+            poll_rate=self._poll_rate(),
             poll_max_s=self.poll_max_s(),
             refresh_interval_s=self.settings.refresh_interval_s,
             pacer_tick_s=self.settings.pacer_tick_s,

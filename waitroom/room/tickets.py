@@ -22,8 +22,6 @@ from itsdangerous import BadData, BadSignature, URLSafeTimedSerializer
 from itsdangerous.encoding import base64_encode
 from itsdangerous.serializer import Serializer
 
-from waitroom.settings import Settings
-
 TICKET_COOKIE = "wr_ticket"
 PASS_COOKIE = "wr_pass"  # noqa: S105 - a cookie name, not a secret
 # Gateways whose clocks disagree by less than this still honour each other's cookies.
@@ -77,8 +75,19 @@ class Pass:
     issued_at: int  # unix seconds
 
 
+@dataclass(frozen=True, slots=True)
+class SignerSettings:
+    """What tickets and passes are signed with (``waitroom.gateway.services`` builds it)."""
+
+    room: str
+    secret_keys: tuple[str, ...]  # newest first
+    ticket_ttl_s: int
+    # The pass lifetime configured; an admin may change it (``TicketSigner``'s pass_ttl).
+    pass_ttl_s: int
+
+
 class TicketSigner:
-    def __init__(self, settings: Settings, pass_ttl: Callable[[], int] | None = None) -> None:
+    def __init__(self, settings: SignerSettings, pass_ttl: Callable[[], int] | None = None) -> None:
         self.room = settings.room
         self.ticket_ttl_s = settings.ticket_ttl_s
         # The pass lifetime is an admin control: judge every pass by the current one.

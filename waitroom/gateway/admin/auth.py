@@ -32,8 +32,8 @@ from waitroom.line.scripts import LOGIN
 from waitroom.line.store import Client, guard
 from waitroom.shared.passwords import verify_password
 
-SESSION_COOKIE = "wr_admin"
-LOGIN_COOKIE = "wr_admin_login"
+# The login form's token (and its cookie) lasts an hour.
+LOGIN_TOKEN_TTL_S = 3600
 # Login attempts: per address, at most MAX_FAILURES password checks within the
 # window (a success clears the count); overall, every attempt beyond SLOW_AFTER
 # checks waits SLOW_DOWN_S first.
@@ -146,7 +146,7 @@ class AdminAuth:
         if not cookie:
             return False
         try:
-            expected = self._login.loads(cookie, max_age=3600)
+            expected = self._login.loads(cookie, max_age=LOGIN_TOKEN_TTL_S)
         except BadData:
             return False
         return isinstance(expected, str) and same(form_value, expected)

@@ -12,24 +12,30 @@ import json
 import logging
 import math
 import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from enum import Enum
 from typing import Any
 
-from quart import Blueprint, Response, redirect, render_template, request
+from quart import Blueprint, Response, g, redirect, render_template, request
 from werkzeug.wrappers.response import Response as WerkzeugResponse
 
 from waitroom.errors import StoreUnavailable
 from waitroom.gateway.admin.auth import (
-    LOGIN_COOKIE,
+    LOGIN_TOKEN_TTL_S,
     MAX_FAILURES,
-    SESSION_COOKIE,
+    AdminAuth,
     Session,
     same,
     verify_password_async,
 )
-from waitroom.gateway.services import Services
+from waitroom.gateway.responses import LOGIN_COOKIE, SESSION_COOKIE, CookiePolicy
 from waitroom.line import controls, release
-from waitroom.line.state import RoomState
-from waitroom.room.abuse import client_address, parse_networks
+from waitroom.line.state import Queue, RoomState
+from waitroom.line.store import Client
+from waitroom.room.abuse import IPNetwork, client_address
+from waitroom.room.pacer import Pacer
+from waitroom.room.snapshot import RoomView
 from waitroom.room.telemetry import read_series
 
 log = logging.getLogger(__name__)
@@ -44,43 +50,121 @@ SMOOTH = 5
 Reply = Response | WerkzeugResponse
 
 
-def admin_blueprint(services: Services) -> Blueprint:
-    bp = Blueprint("admin", __name__, url_prefix="/admin")
-    settings = services.settings
-    auth = services.auth
+@dataclass(frozen=True, slots=True)
+class AdminSettings:
+    """What the admin page is configured with (built from ``Settings`` by the app)."""
 
-    def enabled() -> bool:
-        return bool(settings.admin_password_hash)
+    room: str
+    # Empty: the admin page is off.
+    password_hash: str
+    session_ttl_s: int
+    # The balancers whose X-Forwarded-For is believed (as the join limit believes it).
+    trusted: Sequence[IPNetwork]
+    # What each control is while the config hash has no value for it (configure.lua
+    # records these as the old value, so the audit shows what an admin replaced).
+    defaults: dict[str, str]
 
-    trusted = parse_networks(settings.trusted_proxies)
 
-    def address() -> str:
-        # The client as the join limit sees it: behind a trusted balancer the
-        # balancer's address would let any student lock the admin out.
-        forwarded = [v.encode("latin-1") for v in request.headers.getlist("X-Forwarded-For")]
-        return client_address(request.remote_addr, forwarded, trusted)
+class Access(Enum):
+    """Who may ask for a route: the one check (``Admin.authorise``) reads this."""
 
-    async def session() -> Session | None:
-        return await auth.load(request.cookies.get(SESSION_COOKIE))
+    OPEN = "open"  # the login form (it carries its own token)
+    PAGE = "page"  # a logged-in admin's page; else the login form
+    DATA = "data"  # a logged-in admin's JSON; else a 401
+    CHANGE = "change"  # a logged-in admin's change, with the session's CSRF token
+    LEAVE = "leave"  # logging out: the CSRF token when there is a session to end
 
-    async def csrf_ok(current: Session) -> bool:
-        form = await request.form
-        token = form.get("csrf") or request.headers.get("X-CSRF-Token")
-        return same(token, current.csrf)
 
-    @bp.before_request
-    async def guard() -> Reply | None:
-        if not enabled():
+class Admin:
+    """The admin's routes, over the parts of a worker they use."""
+
+    def __init__(
+        self,
+        settings: AdminSettings,
+        auth: AdminAuth,
+        cookies: CookiePolicy,
+        *,
+        redis: Client,
+        queue: Queue,
+        view: RoomView,
+        pacer: Pacer,
+    ) -> None:
+        self.settings = settings
+        self.auth = auth
+        self.cookies = cookies
+        self.redis = redis
+        self.queue = queue
+        self.view = view
+        self.pacer = pacer
+        self.access: dict[str, Access] = {}
+
+    def blueprint(self) -> Blueprint:
+        bp = Blueprint("admin", __name__, url_prefix="/admin")
+        routes: list[tuple[str, str, Callable[[], Awaitable[Reply]], Access]] = [
+            ("/login", "GET", self.login_form, Access.OPEN),
+            ("/login", "POST", self.login, Access.OPEN),
+            ("/logout", "POST", self.logout, Access.LEAVE),
+            ("", "GET", self.dashboard, Access.PAGE),
+            ("/", "GET", self.dashboard, Access.PAGE),
+            ("/live.json", "GET", self.live, Access.DATA),
+            ("/settings", "POST", self.save_settings, Access.CHANGE),
+            ("/pause", "POST", self.pause, Access.CHANGE),
+            ("/resume", "POST", self.resume, Access.CHANGE),
+            ("/release", "POST", self.schedule_release, Access.CHANGE),
+        ]
+        for rule, method, view, access in routes:
+            endpoint = view.__name__
+            bp.add_url_rule(rule, endpoint, view, methods=[method])
+            self.access[f"{bp.name}.{endpoint}"] = access
+        bp.before_request(self.authorise)
+        bp.errorhandler(StoreUnavailable)(self.store_down)
+        bp.after_request(_no_store)
+        return bp
+
+    # -- the one check -------------------------------------------------------------
+
+    async def authorise(self) -> Reply | None:
+        """Before every route: the page is on, and the request may have what it asks
+        for (``Access``). The session it finds is ``current()``'s."""
+        if not self.settings.password_hash:
             return await _page(
                 "admin_message.html",
                 404,
                 message="The admin page is off: no password is configured. Set "
                 "WAITROOM_ADMIN_PASSWORD_HASH to the output of `waitroom hash-password`.",
             )
+        access = self.access[request.endpoint or ""]
+        if access is Access.OPEN:
+            return None
+        current = await self.auth.load(request.cookies.get(SESSION_COOKIE))
+        g.admin_session = current
+        if current is None:
+            if access is Access.DATA:
+                return _json({"error": "not logged in", "login": "/admin/login"}, 401)
+            if access is Access.LEAVE:
+                return None
+            return redirect("/admin/login", 303)
+        if access in (Access.CHANGE, Access.LEAVE):
+            form = await request.form
+            token = form.get("csrf") or request.headers.get("X-CSRF-Token")
+            if not same(token, current.csrf):
+                return await _forbidden()
         return None
 
-    @bp.errorhandler(StoreUnavailable)
-    async def store_down(exc: StoreUnavailable) -> Reply:
+    @staticmethod
+    def current() -> Session:
+        """The session ``authorise`` found (only routes that need one ask)."""
+        current: Session | None = g.admin_session
+        assert current is not None
+        return current
+
+    def address(self) -> str:
+        # The client as the join limit sees it: behind a trusted balancer the
+        # balancer's address would let any student lock the admin out.
+        forwarded = [v.encode("latin-1") for v in request.headers.getlist("X-Forwarded-For")]
+        return client_address(request.remote_addr, forwarded, self.settings.trusted)
+
+    async def store_down(self, exc: StoreUnavailable) -> Reply:
         return await _page(
             "admin_message.html",
             503,
@@ -91,22 +175,21 @@ def admin_blueprint(services: Services) -> Blueprint:
 
     # -- login ----------------------------------------------------------------------
 
-    @bp.get("/login")
-    async def login_form() -> Reply:
-        return await _login_page(services, error=None, status=200)
+    async def login_form(self) -> Reply:
+        return await self._login_page(error=None, status=200)
 
-    @bp.post("/login")
-    async def login() -> Reply:
+    async def login(self) -> Reply:
         form = await request.form
-        who = address()
+        who = self.address()
+        auth = self.auth
         if not auth.login_token_ok(form.get("csrf"), request.cookies.get(LOGIN_COOKIE)):
             log.warning(
                 "waitroom: admin login refused from %s: the login form's token was missing, "
                 "expired or not this page's (a cross-site post, or a stale tab)",
                 who,
             )
-            return await _login_page(
-                services, "The form expired or was not sent from this page; try again.", 400
+            return await self._login_page(
+                "The form expired or was not sent from this page; try again.", 400
             )
         # Counted before the password is checked, atomically: parallel guesses
         # cannot all read a count below the limit.
@@ -121,90 +204,112 @@ def admin_blueprint(services: Services) -> Blueprint:
                     locked,
                     MAX_FAILURES,
                 )
-            locked_page = await _login_page(
-                services,
-                f"Too many failed logins from {who}. Try again in {locked // 60 + 1} min.",
-                429,
+            locked_page = await self._login_page(
+                f"Too many failed logins from {who}. Try again in {locked // 60 + 1} min.", 429
             )
             locked_page.headers["Retry-After"] = str(locked)
             return locked_page
         await auth.slow_down(attempt)
-        if not await verify_password_async(form.get("password", ""), settings.admin_password_hash):
+        password = form.get("password", "")
+        if not await verify_password_async(password, self.settings.password_hash):
             log.warning("waitroom: admin login failed from %s: wrong password", who)
-            return await _login_page(services, "Wrong password.", 401)
+            return await self._login_page("Wrong password.", 401)
         await auth.succeeded(who)
-        session_, token = await auth.start(who)
-        log.info("waitroom: admin logged in from %s (session %s)", who, session_.tag)
+        session, token = await auth.start(who)
+        log.info("waitroom: admin logged in from %s (session %s)", who, session.tag)
         response: Reply = redirect("/admin", 303)
-        response.set_cookie(
-            SESSION_COOKIE,
-            token,
-            max_age=settings.admin_session_ttl_s,
-            httponly=True,
-            samesite="Strict",
-            secure=settings.cookie_secure,
-            path="/admin",
-        )
-        response.delete_cookie(LOGIN_COOKIE, path="/admin")
+        self.cookies.set_on(response, SESSION_COOKIE, token, self.settings.session_ttl_s)
+        self.cookies.drop_on(response, LOGIN_COOKIE)
         return response
 
-    @bp.post("/logout")
-    async def logout() -> Reply:
-        current = await session()
+    async def logout(self) -> Reply:
+        current: Session | None = g.admin_session
         if current is not None:
-            if not await csrf_ok(current):
-                return await _forbidden()
-            await auth.end(current)
+            await self.auth.end(current)
         response: Reply = redirect("/admin/login", 303)
-        response.delete_cookie(SESSION_COOKIE, path="/admin")
+        self.cookies.drop_on(response, SESSION_COOKIE)
+        return response
+
+    async def _login_page(self, error: str | None, status: int) -> Response:
+        value, cookie = self.auth.login_token()
+        response = await _page("admin_login.html", status, error=error, csrf=value)
+        self.cookies.set_on(response, LOGIN_COOKIE, cookie, LOGIN_TOKEN_TTL_S)
         return response
 
     # -- the page and its live data ---------------------------------------------------
 
-    @bp.get("")
-    @bp.get("/")
-    async def dashboard() -> Reply:
-        current = await session()
-        if current is None:
-            return redirect("/admin/login", 303)
-        return await _dashboard(services, current, errors=[], status=200)
+    async def dashboard(self) -> Reply:
+        return await self._dashboard(errors=[], status=200)
 
-    @bp.get("/live.json")
-    async def live() -> Reply:
-        current = await session()
-        if current is None:
-            return _json({"error": "not logged in", "login": "/admin/login"}, 401)
+    async def live(self) -> Reply:
         since = _float(request.args.get("since"))
         # A page that has the chart asks only for the seconds since (one a second).
         missing = math.ceil(time.time() - since) + 2 if since > 0 else SERIES_SHOWN
         count = max(SMOOTH, min(SERIES_SHOWN, missing))
-        series = await read_series(services.redis, services.queue.keys, count)
-        body = _live(services, series)
+        series = await read_series(self.redis, self.queue.keys, count)
+        body = live_body(self.view, self.pacer.holder, series)
         body["series"] = [x for x in series if x["t"] > since]
         return _json(body, 200)
 
+    async def _dashboard(self, *, errors: list[controls.FieldError], status: int) -> Reply:
+        state = self.view.state
+        entries = _shown(await self.queue.audit(AUDIT_SHOWN), state)
+        series = await read_series(self.redis, self.queue.keys, SERIES_SHOWN)
+        return await _page(
+            "admin.html",
+            status,
+            session=self.current(),
+            state=state,
+            live=live_body(self.view, self.pacer.holder, series),
+            errors=errors,
+            error_fields={e.field for e in errors},
+            form=await request.form if request.method == "POST" else {},
+            audit=entries,
+            modes=controls.MODES,
+            rate_modes=controls.RATE_MODES,
+            saved=request.args.get("saved") == "1",
+            settings=self.settings,
+        )
+
     # -- controls ----------------------------------------------------------------------
 
-    # What each control is while the config hash has no value for it (configure.lua
-    # records these as the old value, so the audit shows what an admin replaced).
-    defaults = {
-        "rate": controls.number_text(settings.rate),
-        "max_active": str(settings.max_active),
-        "pass_ttl_s": str(settings.pass_ttl_s),
-        "mode": "queue",
-        "paused": "0",
-        "protected_paths": settings.protected_paths,
-        "rate_auto": "1" if settings.rate_auto else "0",
-    }
+    async def save_settings(self) -> Reply:
+        form = await request.form
+        changes, errors = controls.parse_settings(form)
+        if errors:
+            return await self._dashboard(errors=errors, status=400)
+        # The form sends every field; only what differs from the values in force is
+        # a change (and an audit entry).
+        state = self.view.state
+        if state is not None:
+            changes = {k: v for k, v in changes.items() if not _in_force(state, k, v)}
+        return await self._change(changes)
 
-    async def change(current: Session, changes: dict[str, str]) -> Reply:
+    async def pause(self) -> Reply:
+        return await self._change({"paused": "1"})
+
+    async def resume(self) -> Reply:
+        return await self._change({"paused": ""})
+
+    async def schedule_release(self) -> Reply:
+        form = await request.form
+        if form.get("cancel"):
+            return await self._change({"release_at": ""})
+        changes, errors = controls.parse_release(
+            form.get("release_at", ""), form.get("tz_offset", ""), time.time()
+        )
+        if errors:
+            return await self._dashboard(errors=errors, status=400)
+        return await self._change(changes)
+
+    async def _change(self, changes: dict[str, str]) -> Reply:
         meta = {
             "at": round(time.time(), 3),
-            "session": current.tag,
-            "address": address(),
-            "defaults": defaults,
+            "session": self.current().tag,
+            "address": self.address(),
+            "defaults": self.settings.defaults,
         }
-        done = await services.queue.configure(changes, meta, AUDIT_LEN)
+        done = await self.queue.configure(changes, meta, AUDIT_LEN)
         if not done.ok:
             error = controls.FieldError(
                 "release_at",
@@ -212,76 +317,21 @@ def admin_blueprint(services: Services) -> Blueprint:
                 f"The last release's pre-queue is still being admitted (frontier "
                 f"{done.frontier} of {done.size}); wait until it is through.",
             )
-            return await _dashboard(services, current, errors=[error], status=409)
-        await services.view.refresh()  # this worker shows the change at once
+            return await self._dashboard(errors=[error], status=409)
+        await self.view.refresh()  # this worker shows the change at once
         return redirect("/admin?saved=1", 303)
 
-    async def authorised() -> Session | Reply:
-        current = await session()
-        if current is None:
-            return redirect("/admin/login", 303)
-        if not await csrf_ok(current):
-            return await _forbidden()
-        return current
 
-    @bp.post("/settings")
-    async def save_settings() -> Reply:
-        current = await authorised()
-        if not isinstance(current, Session):
-            return current
-        form = await request.form
-        changes, errors = controls.parse_settings(form)
-        if errors:
-            return await _dashboard(services, current, errors=errors, status=400)
-        # The form sends every field; only what differs from the values in force is
-        # a change (and an audit entry).
-        state = services.view.state
-        if state is not None:
-            changes = {k: v for k, v in changes.items() if not _in_force(state, k, v)}
-        return await change(current, changes)
-
-    @bp.post("/pause")
-    async def pause() -> Reply:
-        current = await authorised()
-        if not isinstance(current, Session):
-            return current
-        return await change(current, {"paused": "1"})
-
-    @bp.post("/resume")
-    async def resume() -> Reply:
-        current = await authorised()
-        if not isinstance(current, Session):
-            return current
-        return await change(current, {"paused": ""})
-
-    @bp.post("/release")
-    async def schedule_release() -> Reply:
-        current = await authorised()
-        if not isinstance(current, Session):
-            return current
-        form = await request.form
-        if form.get("cancel"):
-            return await change(current, {"release_at": ""})
-        changes, errors = controls.parse_release(
-            form.get("release_at", ""), form.get("tz_offset", ""), time.time()
-        )
-        if errors:
-            return await _dashboard(services, current, errors=errors, status=400)
-        return await change(current, changes)
-
-    @bp.after_request
-    async def no_store(response: Response) -> Response:
-        response.headers["Cache-Control"] = "no-store"
-        return response
-
-    return bp
+async def _no_store(response: Response) -> Response:
+    response.headers["Cache-Control"] = "no-store"
+    return response
 
 
 # -- rendering ----------------------------------------------------------------------
 
 
-def _live(services: Services, series: list[dict[str, Any]]) -> dict[str, Any]:
-    view = services.view
+def live_body(view: RoomView, pacer_here: bool, series: list[dict[str, Any]]) -> dict[str, Any]:
+    """The live figures, for the page and ``/admin/live.json``."""
     s = view.state
     recent = series[-SMOOTH:]
 
@@ -293,7 +343,7 @@ def _live(services: Services, series: list[dict[str, Any]]) -> dict[str, Any]:
     body: dict[str, Any] = {
         "now": time.time(),
         "redis": view.healthy,
-        "pacer_here": services.pacer.holder,
+        "pacer_here": pacer_here,
     }
     if s is None:
         return body
@@ -352,11 +402,8 @@ def rate_mode(state: RoomState) -> str:
     return f"auto: found about {state.search.capacity:.0f} lookups/s"
 
 
-async def _dashboard(
-    services: Services, current: Session, *, errors: list[controls.FieldError], status: int
-) -> Reply:
-    state = services.view.state
-    entries = await services.queue.audit(AUDIT_SHOWN)
+def _shown(entries: list[dict[str, Any]], state: RoomState | None) -> list[dict[str, Any]]:
+    """The audit's entries as the page shows them."""
     released = state is not None and state.released_n is not None
     for entry in entries:
         for side in ("old", "new"):
@@ -369,37 +416,7 @@ async def _dashboard(
         # The seed stays secret until the release: show the commitment instead.
         if entry.get("field") == "release_seed" and entry.get("new") and not released:
             entry["new"] = "sha256:" + release.commitment(entry["new"])[:16] + "…"
-    series = await read_series(services.redis, services.queue.keys, SERIES_SHOWN)
-    return await _page(
-        "admin.html",
-        status,
-        session=current,
-        state=state,
-        live=_live(services, series),
-        errors=errors,
-        error_fields={e.field for e in errors},
-        form=await request.form if request.method == "POST" else {},
-        audit=entries,
-        modes=controls.MODES,
-        rate_modes=controls.RATE_MODES,
-        saved=request.args.get("saved") == "1",
-        settings=services.settings,
-    )
-
-
-async def _login_page(services: Services, error: str | None, status: int) -> Response:
-    value, cookie = services.auth.login_token()
-    response = await _page("admin_login.html", status, error=error, csrf=value)
-    response.set_cookie(
-        LOGIN_COOKIE,
-        cookie,
-        max_age=3600,
-        httponly=True,
-        samesite="Strict",
-        secure=services.settings.cookie_secure,
-        path="/admin",
-    )
-    return response
+    return entries
 
 
 async def _forbidden() -> Response:
