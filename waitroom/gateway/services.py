@@ -3,7 +3,9 @@
 ``Services.build`` makes a worker's parts once per app (``create_app``); each part
 gets only the settings it uses, from the functions here: a small frozen dataclass
 (``ViewSettings``, ``SignerSettings``, ``BackendSettings``, ``AdminSettings``) or
-keyword arguments. Nothing below this module sees the whole ``Settings``.
+keyword arguments; the line's own (``LineSettings``) comes from ``Settings.line()``,
+since the devtools and stress scripts open a line without a gateway. Nothing below
+this module sees the whole ``Settings``.
 """
 
 from __future__ import annotations
