@@ -336,13 +336,11 @@ class Governor:
             # latency would say so only once a queue has grown (at once, not a whole
             # settle period after the probe: by then a queue has, and a site with a
             # small backlog answers 502s). Back to the hold.
-            known, per = search.capacity, _per(search)
-            held = min(most, _round(HOLD_SHARE * known / per))
             why = (
-                f"auto: the backend answered no more than the {known:.0f} lookups/s "
-                f"found at {rate:g}/s ({throughput:.0f} lookups/s): holding at {held:g}/s"
+                f"auto: the backend answered no more than the {search.capacity:.0f} "
+                f"lookups/s found at {rate:g}/s ({throughput:.0f} lookups/s)"
             )
-            return _auto(held, why, "hold", dataclasses.replace(search, since=sample.t))
+            return _back_to_hold(sample, search, most, why)
         if p95 is None or sample.t - state.governor_at < SETTLE_S:
             return None  # no news, or the last change has not shown its whole effect
         if search.phase == "hold" and sample.t - search.since < PROBE_AFTER_S:
@@ -387,12 +385,8 @@ class Governor:
         if rate * per > known and _full(sample, known):
             # Past the capacity found, it answered no more: a step further would
             # be a step past it. Back to the hold.
-            held = min(most, _round(HOLD_SHARE * known / per))
-            why = (
-                f"{healthy}, but no more than the {known:.0f} lookups/s found: "
-                f"holding at {held:g}/s"
-            )
-            return _auto(held, why, "hold", dataclasses.replace(search, since=sample.t))
+            why = f"{healthy}, but no more than the {known:.0f} lookups/s found"
+            return _back_to_hold(sample, search, most, why)
         capacity = max(known, throughput)
         step = PROBE_SHARE * capacity / per
         raised = _round(rate + max(step, 0.01))
@@ -568,6 +562,16 @@ class Governor:
 
 def _auto(rate: float, reason: str, kind: Kind, search: Search) -> Decision:
     return Decision(rate, None, reason, kind, search)
+
+
+def _back_to_hold(sample: Sample, search: Search, most: float, why: str) -> Decision:
+    """Full at the capacity found: back to the hold below it, the hold's clock
+    starting again."""
+    known = search.capacity or 0.0
+    held = min(most, _round(HOLD_SHARE * known / _per(search)))
+    return _auto(
+        held, f"{why}: holding at {held:g}/s", "hold", dataclasses.replace(search, since=sample.t)
+    )
 
 
 def _per(search: Search) -> float:
